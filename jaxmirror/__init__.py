@@ -1,0 +1,41 @@
+"""jaxmirror: how regularization shapes implicit bias, as a differentiable JAX simulator."""
+
+import importlib.metadata
+
+from . import conventions as conventions, datasets as datasets
+from ._effects import (
+    positional_bias_centre as positional_bias_centre,
+    type_of_bias as type_of_bias,
+)
+from ._implicit_bias import BiasStatus as BiasStatus, implicit_bias as implicit_bias
+from ._legendre import (
+    AbstractLegendre as AbstractLegendre,
+    HyperbolicEntropy as HyperbolicEntropy,
+    ShiftedEntropy as ShiftedEntropy,
+)
+from ._pairs import (
+    AbstractClosedFormPair as AbstractClosedFormPair,
+    AbstractPair as AbstractPair,
+    DiffSquares as DiffSquares,
+    Hadamard as Hadamard,
+    Square as Square,
+)
+from ._problems import (
+    AbstractProblem as AbstractProblem,
+    LeastSquares as LeastSquares,
+    Logistic as Logistic,
+    Problem as Problem,
+)
+from ._schedules import (
+    AbstractSchedule as AbstractSchedule,
+    Constant as Constant,
+    Cosine as Cosine,
+    ExponentialDecay as ExponentialDecay,
+    LinearDecay as LinearDecay,
+    PiecewiseConstant as PiecewiseConstant,
+    SwitchOff as SwitchOff,
+)
+from ._solve import Solution as Solution, Status as Status, solve as solve
+
+
+__version__ = importlib.metadata.version("jaxmirror")

@@ -1,0 +1,251 @@
+r"""Where the flow ends, predicted without integrating it (THEORY.md section 4).
+
+**Switch-off regime** ($a_\infty = -\int_0^\infty \alpha_s ds$ finite, least squares that
+can interpolate): $\nabla R_{a_t}(x_t) - \nabla R_0(x_0) = -\int_0^t \nabla f\,ds$ stays in
+$\operatorname{range}(Z^\top)$, so the limit is
+$$x_\infty = \arg\min_x\; R_{a_\infty}(x) - \langle \nabla R_0(x_0), x\rangle
+\quad\text{s.t.}\quad Zx = y.$$
+It is found through the concave dual
+$D(\lambda) = \langle\lambda, y\rangle - R^*_{a_\infty}(\theta_0 + Z^\top\lambda)$, whose
+maximiser gives $x_\infty = \nabla R^*_{a_\infty}(\theta_0 + Z^\top\lambda)$: Newton's method
+with a backtracking (Armijo) line search on $D$, and gradients by the implicit function
+theorem (`jax.lax.custom_root`), never by differentiating the iterations.
+
+**Constant regime** ($\alpha_t \to \alpha_\infty > 0$ and $a_\infty = -\infty$): the flow
+tends to the minimiser of $f(x) + \alpha_\infty \rho(x)$ with the pair's induced penalty
+$\rho$ (the lasso $f + \alpha|x|_1$ for `Hadamard`), found by accelerated proximal
+gradient (FISTA with adaptive restart). This branch is not reverse-differentiable.
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int
+
+from ._pairs import AbstractClosedFormPair
+from ._problems import LeastSquares, Logistic
+from ._solve import check_inputs
+from ._validation import is_concrete
+
+
+class BiasStatus:
+    """Status codes of `implicit_bias(..., return_status=True)`."""
+
+    CONVERGED = 0
+    MAX_ITERATIONS = 1
+    NONFINITE = 2
+
+
+def _newton_dual(legendre, theta0, a_inf, Z, y, tol, max_iter):
+    r"""Maximise the dual $D(\lambda)$; return $\lambda^*$ and a status code."""
+
+    def x_of(lam):
+        return legendre.grad_inverse(theta0 + Z.T @ lam, a_inf)
+
+    def dual(lam):
+        return jnp.dot(lam, y) - legendre.conjugate(theta0 + Z.T @ lam, a_inf)
+
+    y_scale = 1.0 + jnp.max(jnp.abs(y))
+
+    def residual(lam):
+        return Z @ x_of(lam) - y
+
+    def cond(state):
+        _, it, res, _ = state
+        return (it < max_iter) & (res > tol * y_scale) & jnp.isfinite(res)
+
+    def body(state):
+        lam, it, _, _ = state
+        theta = theta0 + Z.T @ lam
+        x, dx_dtheta = jax.jvp(
+            lambda th: legendre.grad_inverse(th, a_inf), (theta,), (jnp.ones_like(theta),)
+        )
+        ascent = y - Z @ x  # the gradient of D
+        hess = (Z * dx_dtheta) @ Z.T  # minus the Hessian of D
+        step = jnp.linalg.solve(hess, ascent)
+        d0 = dual(lam)
+        slope = jnp.dot(ascent, step)
+        # Slack for rounding: near the optimum D changes by less than its last digits.
+        slack = 64 * jnp.finfo(d0.dtype).eps * (1.0 + jnp.abs(d0))
+
+        def too_long(s):
+            d_new = dual(lam + s * step)
+            return ~(jnp.isfinite(d_new) & (d_new >= d0 + 1e-4 * s * slope - slack))
+
+        s = jax.lax.while_loop(
+            lambda s: too_long(s) & (s > 1e-300), lambda s: 0.5 * s, jnp.ones_like(d0)
+        )
+        lam = lam + s * step
+        res = jnp.max(jnp.abs(residual(lam)))
+        return lam, it + 1, res, s
+
+    lam0 = jnp.zeros_like(y)
+    res0 = jnp.max(jnp.abs(residual(lam0)))
+    lam, _, res, _ = jax.lax.while_loop(
+        cond, body, (lam0, jnp.array(0), res0, jnp.ones_like(res0))
+    )
+    status = jnp.where(
+        ~jnp.isfinite(res),
+        BiasStatus.NONFINITE,
+        jnp.where(res <= tol * y_scale, BiasStatus.CONVERGED, BiasStatus.MAX_ITERATIONS),
+    )
+    return lam, status
+
+
+def _switch_off_limit(legendre, x0, a_inf, problem, tol, max_iter):
+    Z, y = problem.Z, problem.y
+    theta0 = legendre.grad(x0, jnp.zeros_like(a_inf))
+
+    def root_fn(lam):
+        return Z @ legendre.grad_inverse(theta0 + Z.T @ lam, a_inf) - y
+
+    def newton(_, guess):
+        del guess
+        return _newton_dual(
+            jax.lax.stop_gradient(legendre),
+            jax.lax.stop_gradient(theta0),
+            jax.lax.stop_gradient(a_inf),
+            jax.lax.stop_gradient(Z),
+            jax.lax.stop_gradient(y),
+            tol,
+            max_iter,
+        )
+
+    def tangent_solve(linear, rhs):
+        return jnp.linalg.solve(jax.jacfwd(linear)(rhs), rhs)
+
+    lam, status = jax.lax.custom_root(
+        root_fn, jnp.zeros_like(y), newton, tangent_solve, has_aux=True
+    )
+    return legendre.grad_inverse(theta0 + Z.T @ lam, a_inf), status
+
+
+def _penalised_limit(problem, pair, alpha, n, dtype, tol, max_iter):
+    r"""FISTA with adaptive restart for $\min_x f(x) + \alpha\rho(x)$."""
+    step = 1.0 / problem.lipschitz()
+
+    def prox_grad(z):
+        return pair.penalty_prox(z - step * problem.grad(z), step * alpha)
+
+    def gap(x):
+        return jnp.max(jnp.abs(x - prox_grad(x))) / (1.0 + jnp.max(jnp.abs(x)))
+
+    def cond(state):
+        x, _, _, it, res = state
+        return (it < max_iter) & (res > tol)
+
+    def body(state):
+        x, z, t, it, _ = state
+        x_new = prox_grad(z)
+        t_new = 0.5 * (1.0 + jnp.sqrt(1.0 + 4.0 * t**2))
+        z_new = x_new + (t - 1.0) / t_new * (x_new - x)
+        # O'Donoghue & Candes (2015): restart momentum when it points uphill.
+        restart = jnp.dot(z - x_new, x_new - x) > 0
+        z_new = jnp.where(restart, x_new, z_new)
+        t_new = jnp.where(restart, 1.0, t_new)
+        return x_new, z_new, t_new, it + 1, gap(x_new)
+
+    x0 = jnp.zeros(n, dtype)
+    one = jnp.ones((), dtype)
+    x, _, _, _, res = jax.lax.while_loop(
+        cond, body, (x0, x0, one, jnp.array(0), jnp.array(jnp.inf, dtype))
+    )
+    status = jnp.where(
+        ~jnp.isfinite(res),
+        BiasStatus.NONFINITE,
+        jnp.where(res <= tol, BiasStatus.CONVERGED, BiasStatus.MAX_ITERATIONS),
+    )
+    return x, status
+
+
+def implicit_bias(
+    problem,
+    pair: AbstractClosedFormPair,
+    schedule,
+    w0,
+    *,
+    tol: float = 1e-12,
+    max_iter: int | None = None,
+    return_status: bool = False,
+) -> Float[Array, " n"] | tuple[Float[Array, " n"], Int[Array, ""]]:
+    r"""The point the regularized flow converges to, computed without integrating it.
+
+    - If the schedule's total effect $a_\infty = -\int_0^\infty\alpha_s ds$ is finite
+      (`SwitchOff`, `ExponentialDecay`, decays to zero): the minimiser of
+      $R_{a_\infty}(x) - \langle\nabla R_0(x_0), x\rangle$ subject to $Zx = y$, for a
+      `LeastSquares` problem with $d \le n$ (the flow interpolates). Any initialisation
+      $x_0 = g(w_0)$ is allowed. Differentiable (implicit function theorem).
+    - If $a_\infty = -\infty$ with $\alpha_t \to \alpha_\infty > 0$ (`Constant`): the
+      minimiser of $f(x) + \alpha_\infty\rho(x)$, $\rho$ the pair's `penalty` (the lasso
+      for `Hadamard`, whose loss is $\tfrac12|Zx - y|^2$, not divided by $d$).
+
+    Under `jax.vmap` over schedules of both kinds, both limits are computed and the right
+    one selected.
+
+    **Arguments:**
+
+    - `problem`: `jm.LeastSquares` (either regime) or `jm.Logistic` (constant regime).
+    - `pair`: an `AbstractClosedFormPair`.
+    - `schedule`: the weight-decay schedule.
+    - `w0`: the initial parameters.
+    - `tol`: relative tolerance on the constraint residual (switch-off) or on the
+      proximal-gradient fixed point (constant).
+    - `max_iter`: iteration cap (default 200 Newton, 200,000 proximal iterations).
+    - `return_status`: also return a status code (0 converged, 1 max iterations,
+      2 non-finite); otherwise non-convergence raises, even under `jit`.
+
+    **Returns:** $x_\infty$, shape `(n,)` (and the status if `return_status`).
+    """
+    problem, w0 = check_inputs(problem, pair, schedule, w0, "dual")
+    a_inf = schedule.a_inf()
+    n = problem.dim()
+    can_interpolate = isinstance(problem, LeastSquares) and problem.Z.shape[0] <= n
+    can_penalise = isinstance(problem, (LeastSquares, Logistic))
+    finite = np.isfinite(np.asarray(a_inf)) if is_concrete(a_inf) else None
+    why_not_interp = (
+        "the limit of a schedule that switches off needs a `jm.LeastSquares` problem with "
+        "at most as many measurements as unknowns (d <= n), so that the flow interpolates"
+    )
+    if finite is True and not can_interpolate:
+        raise ValueError(f"`problem`: {why_not_interp}.")
+    if finite is False and not can_penalise:
+        raise ValueError(
+            "`problem`: the constant-weight-decay limit needs a problem with a known "
+            "gradient Lipschitz constant (`jm.LeastSquares` or `jm.Logistic`)."
+        )
+    if finite is None and not (can_interpolate and can_penalise):
+        raise ValueError(f"`problem`: under tracing, {why_not_interp}.")
+    legendre = pair.legendre(w0)
+    x, status = _implicit_bias(
+        problem, pair, legendre, schedule, pair.g(w0), tol, max_iter, finite
+    )
+    if return_status:
+        return x, status
+    return eqx.error_if(
+        x,
+        status != BiasStatus.CONVERGED,
+        "`implicit_bias` did not converge (pass return_status=True to inspect, or "
+        "raise `max_iter`/loosen `tol`).",
+    )
+
+
+@eqx.filter_jit
+def _implicit_bias(problem, pair, legendre, schedule, x0, tol, max_iter, finite):
+    a_inf = schedule.a_inf()
+
+    def interpolating():
+        iters = 200 if max_iter is None else max_iter
+        a = jnp.where(jnp.isfinite(a_inf), a_inf, 0.0)
+        return _switch_off_limit(legendre, x0, a, problem, tol, iters)
+
+    def penalised():
+        iters = 200_000 if max_iter is None else max_iter
+        alpha = schedule.alpha_inf()
+        return _penalised_limit(problem, pair, alpha, x0.shape[0], x0.dtype, tol, iters)
+
+    if finite is True:
+        return interpolating()
+    if finite is False:
+        return penalised()
+    return jax.lax.cond(jnp.isfinite(a_inf), interpolating, penalised)

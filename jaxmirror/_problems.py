@@ -1,0 +1,140 @@
+r"""Losses $f(x)$ on the model point $x$."""
+
+import abc
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from ._custom_types import Point, Scalar
+from ._validation import as_float_array, check, check_finite
+
+
+class AbstractProblem(eqx.Module):
+    """A smooth loss `f(x)` with its gradient."""
+
+    @abc.abstractmethod
+    def loss(self, x: Point) -> Scalar:
+        """The loss `f(x)`."""
+
+    @abc.abstractmethod
+    def grad(self, x: Point) -> Point:
+        """The gradient of `f` at `x`."""
+
+    @abc.abstractmethod
+    def dim(self) -> int | None:
+        """The dimension n of x, or None where the problem does not fix it."""
+
+
+def _design(Z, y, name_y="y"):
+    Z = as_float_array(Z)
+    y = as_float_array(y)
+    if Z.ndim != 2:
+        raise ValueError(f"`Z` must be a matrix of shape (d, n), got shape {Z.shape}.")
+    if y.shape != (Z.shape[0],):
+        raise ValueError(
+            f"`{name_y}` must have shape (d,) = ({Z.shape[0]},) to match `Z` of shape "
+            f"{Z.shape}, got shape {y.shape}."
+        )
+    return check_finite("Z", Z), check_finite(name_y, y)
+
+
+class LeastSquares(AbstractProblem):
+    r"""Least squares $f(x) = \tfrac12 |Zx - y|^2$ (a sum, not a mean).
+
+    **Arguments:**
+
+    - `Z`: the design matrix, shape `(d, n)`.
+    - `y`: the targets, shape `(d,)`.
+    """
+
+    Z: Float[Array, "d n"]
+    y: Float[Array, " d"]
+
+    def __init__(self, Z, y):
+        self.Z, self.y = _design(Z, y)
+
+    def residual(self, x: Point) -> Float[Array, " d"]:
+        return self.Z @ x - self.y
+
+    def loss(self, x):
+        r = self.residual(x)
+        return 0.5 * jnp.dot(r, r)
+
+    def grad(self, x):
+        return self.Z.T @ self.residual(x)
+
+    def dim(self):
+        return self.Z.shape[-1]
+
+    def lipschitz(self) -> Scalar:
+        r"""The Lipschitz constant of $\nabla f$: $\|Z\|_2^2$."""
+        return jnp.linalg.norm(self.Z, ord=2) ** 2
+
+
+class Logistic(AbstractProblem):
+    r"""Logistic loss $f(x) = \sum_i \log(1 + e^{-y_i (Zx)_i})$, labels $y_i \in \{-1, 1\}$.
+
+    **Arguments:**
+
+    - `Z`: the features, shape `(d, n)`.
+    - `y`: labels in {-1, +1}, shape `(d,)`.
+    """
+
+    Z: Float[Array, "d n"]
+    y: Float[Array, " d"]
+
+    def __init__(self, Z, y):
+        Z, y = _design(Z, y)
+        self.Z = Z
+        self.y = check("y", y, lambda v: (v == 1) | (v == -1), "labels in {-1, +1}")
+
+    def loss(self, x):
+        return jnp.sum(jnp.logaddexp(0.0, -self.y * (self.Z @ x)))
+
+    def grad(self, x):
+        margins = self.y * (self.Z @ x)
+        return -self.Z.T @ (self.y * jax.nn.sigmoid(-margins))
+
+    def dim(self):
+        return self.Z.shape[-1]
+
+    def lipschitz(self) -> Scalar:
+        r"""The Lipschitz constant of $\nabla f$: $\|Z\|_2^2 / 4$."""
+        return 0.25 * jnp.linalg.norm(self.Z, ord=2) ** 2
+
+
+class Problem(AbstractProblem):
+    """Any user loss: a callable `fn(x) -> scalar`, differentiated by JAX.
+
+    **Arguments:**
+
+    - `fn`: the loss, a JAX-traceable function of `x`.
+    - `n`: optional dimension of `x`, used to check shapes before solving.
+    """
+
+    fn: Callable[[Point], Scalar]
+    n: int | None = eqx.field(static=True, default=None)
+
+    def loss(self, x):
+        return self.fn(x)
+
+    def grad(self, x):
+        return jax.grad(self.fn)(x)
+
+    def dim(self):
+        return self.n
+
+
+def as_problem(problem) -> AbstractProblem:
+    """Accept an `AbstractProblem` or wrap a plain callable in `Problem`."""
+    if isinstance(problem, AbstractProblem):
+        return problem
+    if callable(problem):
+        return Problem(problem)
+    raise TypeError(
+        "`problem` must be a jaxmirror problem (e.g. `jm.LeastSquares(Z, y)`) or a "
+        f"callable f(x) -> scalar, got {type(problem).__name__}."
+    )

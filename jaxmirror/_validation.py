@@ -1,0 +1,64 @@
+"""Input checks shared by the public entry points.
+
+Facts known at trace time raise ``ValueError`` at once. Facts about values raise
+``ValueError`` when the value is concrete (the common, eager case) and otherwise go
+through :func:`equinox.error_if`, so they still fire under ``jit`` and ``vmap``.
+"""
+
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike
+
+
+def float_dtype():
+    """The default floating dtype: float64 under ``jax_enable_x64``, else float32."""
+    return jnp.result_type(float)
+
+
+def as_float_array(x: ArrayLike) -> Array:
+    """Convert to an array of the default floating dtype (keeps tracers traced)."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(float_dtype())
+    return x
+
+
+def is_concrete(*xs) -> bool:
+    """True when no leaf of ``xs`` is a tracer (the values can be inspected now)."""
+    leaves = jax.tree_util.tree_leaves(xs)
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in leaves)
+
+
+def check(
+    name: str,
+    x: Array,
+    ok: Callable[[Array], Array],
+    expected: str,
+) -> Array:
+    """Check that ``ok(x)`` holds everywhere; return ``x`` (use the return value).
+
+    Raises ``ValueError("`name` must be expected, got ...")`` for concrete inputs and
+    wraps ``x`` in :func:`equinox.error_if` for traced ones.
+    """
+    if is_concrete(x):
+        if not bool(np.all(np.asarray(ok(x)))):
+            shown = np.array2string(np.asarray(x), threshold=8, precision=6)
+            raise ValueError(f"`{name}` must be {expected}, got {shown}.")
+        return x
+    return eqx.error_if(x, jnp.logical_not(jnp.all(ok(x))), f"`{name}` must be {expected}.")
+
+
+def check_finite(name: str, x: Array) -> Array:
+    return check(name, x, jnp.isfinite, "finite (no NaN or inf)")
+
+
+def check_nonnegative(name: str, x: Array) -> Array:
+    return check(name, x, lambda v: jnp.isfinite(v) & (v >= 0), "finite and >= 0")
+
+
+def check_positive(name: str, x: Array) -> Array:
+    return check(name, x, lambda v: jnp.isfinite(v) & (v > 0), "finite and > 0")

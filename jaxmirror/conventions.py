@@ -1,0 +1,47 @@
+r"""Converters between initialisation conventions of the literature and jaxmirror's.
+
+jaxmirror's convention: `Hadamard().init(x0, scale)` sets $m_0^2 - w_0^2 = \text{scale}^2$
+(at $x_0 = 0$: $m_0 = \text{scale}$, $w_0 = 0$); `DiffSquares().init(x0, scale)` sets
+$u_0 v_0 = \text{scale}^2$ (at $x_0 = 0$: $u_0 = v_0 = \text{scale}$).
+
+- Woodworth et al. (2020), "Kernel and rich regimes in overparametrized models":
+  $\beta = w_+^2 - w_-^2$, $w_+ = w_- = \alpha$, limit $\arg\min Q_\alpha$ with
+  $Q_\alpha(\beta) = \alpha^2\sum_i q(\beta_i/\alpha^2)$,
+  $q(z) = 2 - \sqrt{4+z^2} + z\operatorname{arcsinh}(z/2)$. This is `DiffSquares` with
+  scale $= \alpha$; our $R_0 = Q_\alpha / 4 + $ const.
+- Pesme et al. (2021), "Implicit bias of SGD for diagonal linear networks":
+  $\beta = u \odot v$, $u_0 = \sqrt2\alpha$, $v_0 = 0$, potential
+  $\psi_\alpha(\beta) = \tfrac12\sum_i\big[\beta_i\operatorname{arcsinh}(\beta_i/\alpha^2)
+  - \sqrt{\beta_i^2 + \alpha^4} + \alpha^2\big]$. This is `Hadamard` with
+  scale $= \sqrt2\alpha$; our $R_0 = \psi_\alpha + $ const.
+"""
+
+import jax.numpy as jnp
+from jaxtyping import ArrayLike
+
+from ._pairs import DiffSquares, Hadamard
+
+
+def from_woodworth(alpha: ArrayLike) -> tuple[DiffSquares, ArrayLike]:
+    """The pair and jaxmirror scale matching Woodworth et al.'s initialisation `alpha`."""
+    return DiffSquares(), jnp.asarray(alpha)
+
+
+def from_pesme(alpha: ArrayLike) -> tuple[Hadamard, ArrayLike]:
+    """The pair and jaxmirror scale matching Pesme et al.'s initialisation `alpha`."""
+    return Hadamard(), jnp.sqrt(2.0) * jnp.asarray(alpha)
+
+
+def woodworth_potential(beta: ArrayLike, alpha: ArrayLike):
+    r"""Woodworth et al.'s $Q_\alpha(\beta)$, as published (for cross-checks)."""
+    z = jnp.asarray(beta) / alpha**2
+    q = 2.0 - jnp.sqrt(4.0 + z**2) + z * jnp.arcsinh(z / 2.0)
+    return jnp.sum(alpha**2 * q)
+
+
+def pesme_potential(beta: ArrayLike, alpha: ArrayLike):
+    r"""Pesme et al.'s $\psi_\alpha(\beta)$, as published (for cross-checks)."""
+    beta = jnp.asarray(beta)
+    return 0.5 * jnp.sum(
+        beta * jnp.arcsinh(beta / alpha**2) - jnp.sqrt(beta**2 + alpha**4) + alpha**2
+    )
