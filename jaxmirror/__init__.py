@@ -35,7 +35,7 @@ from ._schedules import (
     PiecewiseConstant as PiecewiseConstant,
     SwitchOff as SwitchOff,
 )
-from ._solve import Solution as Solution, Status as Status, solve as solve
+from ._solve import Solution as Solution, solve as solve, Status as Status
 
 
 __version__ = importlib.metadata.version("jaxmirror")

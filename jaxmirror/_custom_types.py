@@ -16,4 +16,4 @@ from jaxtyping import Array, ArrayLike, Float, PyTree
 RealScalarLike: TypeAlias = float | int | ArrayLike
 Scalar: TypeAlias = Float[Array, ""]
 Point: TypeAlias = Float[Array, " n"]
-Params: TypeAlias = PyTree[Float[Array, "..."], "P"]
+Params: TypeAlias = PyTree[Float[Array, "..."]]

@@ -23,7 +23,6 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from ._pairs import AbstractClosedFormPair
 from ._problems import LeastSquares, Logistic
 from ._solve import check_inputs
 from ._validation import is_concrete
@@ -59,11 +58,19 @@ def _newton_dual(legendre, theta0, a_inf, Z, y, tol, max_iter):
         lam, it, _, _ = state
         theta = theta0 + Z.T @ lam
         x, dx_dtheta = jax.jvp(
-            lambda th: legendre.grad_inverse(th, a_inf), (theta,), (jnp.ones_like(theta),)
+            lambda th: legendre.grad_inverse(th, a_inf),
+            (theta,),
+            (jnp.ones_like(theta),),
         )
         ascent = y - Z @ x  # the gradient of D
-        hess = (Z * dx_dtheta) @ Z.T  # minus the Hessian of D
-        step = jnp.linalg.solve(hess, ascent)
+        hess = (Z * dx_dtheta[None, :]) @ Z.T  # minus the Hessian of D
+        # A relative ridge of 1e-13 keeps the step finite when the Hessian is
+        # numerically singular (tiny scales: most coordinates have dx/dtheta ~ 1e-60)
+        # and changes a well-conditioned Newton step only at rounding level.
+        ridge = 1e-13 * jnp.trace(hess) / hess.shape[0]
+        step = jnp.linalg.solve(
+            hess + ridge * jnp.eye(hess.shape[0], dtype=hess.dtype), ascent
+        )
         d0 = dual(lam)
         slope = jnp.dot(ascent, step)
         # Slack for rounding: near the optimum D changes by less than its last digits.
@@ -88,7 +95,9 @@ def _newton_dual(legendre, theta0, a_inf, Z, y, tol, max_iter):
     status = jnp.where(
         ~jnp.isfinite(res),
         BiasStatus.NONFINITE,
-        jnp.where(res <= tol * y_scale, BiasStatus.CONVERGED, BiasStatus.MAX_ITERATIONS),
+        jnp.where(
+            res <= tol * y_scale, BiasStatus.CONVERGED, BiasStatus.MAX_ITERATIONS
+        ),
     )
     return lam, status
 
@@ -102,7 +111,7 @@ def _switch_off_limit(legendre, x0, a_inf, problem, tol, max_iter):
 
     def newton(_, guess):
         del guess
-        return _newton_dual(
+        lam, status = _newton_dual(
             jax.lax.stop_gradient(legendre),
             jax.lax.stop_gradient(theta0),
             jax.lax.stop_gradient(a_inf),
@@ -111,6 +120,8 @@ def _switch_off_limit(legendre, x0, a_inf, problem, tol, max_iter):
             tol,
             max_iter,
         )
+        # The status travels as a float: custom_root's aux output gets a (zero) tangent.
+        return lam, status.astype(lam.dtype)
 
     def tangent_solve(linear, rhs):
         return jnp.linalg.solve(jax.jacfwd(linear)(rhs), rhs)
@@ -118,7 +129,8 @@ def _switch_off_limit(legendre, x0, a_inf, problem, tol, max_iter):
     lam, status = jax.lax.custom_root(
         root_fn, jnp.zeros_like(y), newton, tangent_solve, has_aux=True
     )
-    return legendre.grad_inverse(theta0 + Z.T @ lam, a_inf), status
+    x = legendre.grad_inverse(theta0 + Z.T @ lam, a_inf)
+    return x, jax.lax.stop_gradient(status).astype(jnp.int32)
 
 
 def _penalised_limit(problem, pair, alpha, n, dtype, tol, max_iter):
@@ -156,12 +168,12 @@ def _penalised_limit(problem, pair, alpha, n, dtype, tol, max_iter):
         BiasStatus.NONFINITE,
         jnp.where(res <= tol, BiasStatus.CONVERGED, BiasStatus.MAX_ITERATIONS),
     )
-    return x, status
+    return x, status.astype(jnp.int32)
 
 
 def implicit_bias(
     problem,
-    pair: AbstractClosedFormPair,
+    pair,
     schedule,
     w0,
     *,
@@ -202,7 +214,7 @@ def implicit_bias(
     n = problem.dim()
     can_interpolate = isinstance(problem, LeastSquares) and problem.Z.shape[0] <= n
     can_penalise = isinstance(problem, (LeastSquares, Logistic))
-    finite = np.isfinite(np.asarray(a_inf)) if is_concrete(a_inf) else None
+    finite = bool(np.isfinite(np.asarray(a_inf))) if is_concrete(a_inf) else None
     why_not_interp = (
         "the limit of a schedule that switches off needs a `jm.LeastSquares` problem with "
         "at most as many measurements as unknowns (d <= n), so that the flow interpolates"

@@ -55,11 +55,12 @@ def _arcsinh_ratio(x: Array, log_c: Array) -> Array:
     t_far = jnp.where(far, t, 1.0)
     # For |z| > 1: arcsinh|z| = log|z| + log(1 + sqrt(1 + 1/z^2)), no overflow.
     value_far = jnp.sign(x) * (t_far + jnp.log1p(jnp.sqrt(1.0 + jnp.exp(-2.0 * t_far))))
-    c = jnp.exp(log_c)
-    normal = c > jnp.finfo(c.dtype).tiny
-    # For |z| <= 1: the direct ratio when c is a normal number, else via logs.
+    # For |z| <= 1: x * e^{-log c} while e^{-log c} is finite, else via logs. (Not
+    # x / c: its derivative in c, -x / c^2, underflows to NaN for c < 1e-154.)
+    representable = log_c > -700.0
+    inv_c = jnp.exp(-jnp.where(representable, log_c, 0.0))
     ratio = jnp.where(
-        normal, x / jnp.where(normal, c, 1.0), jnp.sign(x) * jnp.exp(jnp.minimum(t, 0.0))
+        representable, x * inv_c, jnp.sign(x) * jnp.exp(jnp.minimum(t, 0.0))
     )
     value_near = jnp.arcsinh(jnp.where(far, 0.0, ratio))
     return jnp.where(far, value_far, value_near)

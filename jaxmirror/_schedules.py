@@ -221,7 +221,9 @@ class LinearDecay(AbstractSchedule):
     def integral(self, t):
         t = _t(t)
         tau = jnp.minimum(t, self.t_end)
-        ramp = self.alpha * tau + (self.alpha_end - self.alpha) * tau**2 / (2 * self.t_end)
+        ramp = self.alpha * tau + (self.alpha_end - self.alpha) * tau**2 / (
+            2 * self.t_end
+        )
         return ramp + self.alpha_end * jnp.maximum(t - self.t_end, 0.0)
 
     def jump_ts(self):

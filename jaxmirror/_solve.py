@@ -1,7 +1,6 @@
 r"""`solve`: the regularized gradient flow, integrated by diffrax in one of three formulations."""
 
 import enum
-from typing import Literal
 
 import diffrax as dfx
 import equinox as eqx
@@ -26,7 +25,6 @@ class Status(enum.IntEnum):
     SOLVER_FAILURE = 3
 
 
-Formulation = Literal["parameter", "mirror", "dual"]
 FORMULATIONS = ("parameter", "mirror", "dual")
 
 
@@ -61,19 +59,27 @@ class Solution(eqx.Module):
 
 
 def _check_saveat(saveat, t1):
+    """A `diffrax.SubSaveAt` of the user's times."""
     if saveat is None:
-        return dfx.SaveAt(t1=True)
+        return dfx.SubSaveAt(t1=True)
     if isinstance(saveat, dfx.SaveAt):
         sub = saveat.subs
-        if sub.steps or sub.fn is not dfx.save_y or saveat.dense:
+        if (
+            not isinstance(sub, dfx.SubSaveAt)
+            or sub.steps
+            or sub.fn is not dfx.save_y
+            or saveat.dense
+        ):
             raise ValueError(
                 "`saveat` must save at given times (SaveAt(ts=...), t0=, t1=); "
-                "`steps`, `dense` and a custom `fn` are not supported."
+                "`steps`, `dense`, `subs` and a custom `fn` are not supported."
             )
-        return saveat
+        return sub
     ts = as_float_array(saveat)
     if ts.ndim != 1 or ts.shape[0] == 0:
-        raise ValueError(f"`saveat` must be a 1-D array of times, got shape {ts.shape}.")
+        raise ValueError(
+            f"`saveat` must be a 1-D array of times, got shape {ts.shape}."
+        )
     if is_concrete(ts, t1):
         ts_np, t1_np = np.asarray(ts), float(np.asarray(t1))
         if not (np.all(np.isfinite(ts_np)) and np.all(np.diff(ts_np) >= 0)):
@@ -83,7 +89,7 @@ def _check_saveat(saveat, t1):
                 f"`saveat` times must lie in [0, t1] = [0, {t1_np}], got "
                 f"[{ts_np[0]}, {ts_np[-1]}]."
             )
-    return dfx.SaveAt(ts=ts)
+    return dfx.SubSaveAt(ts=ts)
 
 
 def check_inputs(problem, pair, schedule, w0, formulation):
@@ -138,19 +144,21 @@ def check_inputs(problem, pair, schedule, w0, formulation):
 
 def solve(
     problem,
-    pair: AbstractPair,
-    schedule: AbstractSchedule,
-    w0: PyTree,
-    t1: float,
+    pair,
+    schedule,
+    w0,
+    t1,
     *,
-    formulation: Formulation = "dual",
+    formulation: str = "dual",
     saveat=None,
-    solver: dfx.AbstractAdaptiveSolver | None = None,
+    solver=None,
     rtol: float = 1e-8,
     atol: float = 1e-10,
     max_steps: int = 100_000,
-    adjoint: dfx.AbstractAdjoint | None = None,
+    adjoint=None,
 ) -> Solution:
+    # Arguments are validated below with messages that name them; no annotations here,
+    # so a runtime type checker does not pre-empt those messages.
     r"""Integrate the regularized gradient flow from $w_0$ at $t = 0$ to `t1`.
 
     $$\dot w = -\nabla_w\big[f(g(w)) + \alpha_t h(w)\big],\qquad x_t = g(w_t),$$
@@ -160,6 +168,9 @@ def solve(
     - `"mirror"`: integrate $x$ with the Hessian metric of $R_{a_t}$;
     - `"dual"` (default): integrate $\theta = \nabla R_{a_t}(x)$, where
       $\dot\theta = -\nabla f(x)$; cheapest, and stable for tiny initial scales.
+      When weight decay never switches off, $\theta$ grows without bound and the
+      relative error of $x$ grows like `rtol` $\cdot|\theta|$: prefer `"mirror"` or
+      `"parameter"` for long constant-weight-decay runs.
 
     The schedule's discontinuities are handed to the step-size controller
     (`diffrax.ClipStepSizeController(jump_ts=...)`), so switch-offs neither stall the
@@ -215,8 +226,19 @@ def solve(
 
 @eqx.filter_jit
 def _solve(
-    problem, pair, legendre, schedule, w0, t1, saveat, formulation, solver, rtol, atol,
-    max_steps, adjoint,
+    problem,
+    pair,
+    legendre,
+    schedule,
+    w0,
+    t1,
+    saveat,
+    formulation,
+    solver,
+    rtol,
+    atol,
+    max_steps,
+    adjoint,
 ):
     zero = jnp.zeros((), t1.dtype)
     x0 = pair.g(w0)
@@ -231,7 +253,9 @@ def _solve(
     controller = dfx.PIDController(rtol=rtol, atol=atol)
     jump_ts = schedule.jump_ts()
     if jump_ts is not None:
-        controller = dfx.ClipStepSizeController(controller, jump_ts=jump_ts.astype(t1.dtype))
+        controller = dfx.ClipStepSizeController(
+            controller, jump_ts=jump_ts.astype(t1.dtype)
+        )
     sol = dfx.diffeqsolve(
         dfx.ODETerm(field),
         solver,
@@ -240,22 +264,25 @@ def _solve(
         dt0=None,
         y0=y0,
         args=args,
-        saveat=saveat,
+        # The second save is the last state reached, to diagnose failures.
+        saveat=dfx.SaveAt(subs=[saveat, dfx.SubSaveAt(t1=True)]),
         stepsize_controller=controller,
         max_steps=max_steps,
         adjoint=adjoint,
         throw=False,
     )
-    ts = sol.ts
+    (ts, (t_last,)), (ys, y_last) = sol.ts, sol.ys
+    y_last = jax.tree_util.tree_map(lambda leaf: leaf[0], y_last)
+    field_finite = _all_finite(field(t_last, y_last, args))
     if formulation == "parameter":
-        ws = sol.ys
+        ws = ys
         xs = jax.vmap(pair.g)(ws)
     elif formulation == "mirror":
-        ws, xs = None, sol.ys
+        ws, xs = None, ys
     else:
         ws = None
-        xs = jax.vmap(legendre.grad_inverse)(sol.ys, schedule.a(ts))
-    status = _status(sol.result, xs)
+        xs = jax.vmap(legendre.grad_inverse)(ys, jax.vmap(schedule.a)(ts))
+    status = _status(sol.result, xs, field_finite)
     return Solution(
         ts=ts,
         xs=xs,
@@ -268,14 +295,26 @@ def _solve(
     )
 
 
-def _status(result, xs) -> Int[Array, ""]:
+def _all_finite(tree) -> Array:
+    leaves = jax.tree_util.tree_leaves(tree)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
+
+
+def _status(result, xs, field_finite) -> Int[Array, ""]:
+    """Status code: a non-finite vector field at the last state reached explains a
+    failure (the controller rejects non-finite steps until it runs out of steps)."""
     ok = result == dfx.RESULTS.successful
-    finite = jnp.all(jnp.isfinite(xs))
-    code = jnp.where(
-        ok,
-        jnp.where(finite, Status.SUCCESS, Status.NONFINITE),
+    failed_code = jnp.where(
+        ~field_finite,
+        Status.NONFINITE,
         jnp.where(
-            result == dfx.RESULTS.max_steps_reached, Status.MAX_STEPS, Status.SOLVER_FAILURE
+            result == dfx.RESULTS.max_steps_reached,
+            Status.MAX_STEPS,
+            Status.SOLVER_FAILURE,
         ),
+    )
+    finite = jnp.all(jnp.isfinite(xs)) & field_finite
+    code = jnp.where(
+        ok, jnp.where(finite, Status.SUCCESS, Status.NONFINITE), failed_code
     )
     return code.astype(jnp.int32)

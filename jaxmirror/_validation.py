@@ -11,7 +11,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike
+from jaxtyping import Array
 
 
 def float_dtype():
@@ -19,7 +19,7 @@ def float_dtype():
     return jnp.result_type(float)
 
 
-def as_float_array(x: ArrayLike) -> Array:
+def as_float_array(x) -> Array:
     """Convert to an array of the default floating dtype (keeps tracers traced)."""
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
@@ -49,7 +49,9 @@ def check(
             shown = np.array2string(np.asarray(x), threshold=8, precision=6)
             raise ValueError(f"`{name}` must be {expected}, got {shown}.")
         return x
-    return eqx.error_if(x, jnp.logical_not(jnp.all(ok(x))), f"`{name}` must be {expected}.")
+    return eqx.error_if(
+        x, jnp.logical_not(jnp.all(ok(x))), f"`{name}` must be {expected}."
+    )
 
 
 def check_finite(name: str, x: Array) -> Array:

@@ -11,7 +11,6 @@ Run with `python -m jaxmirror.demo` (or `jaxmirror demo`).
 """
 
 import argparse
-import pathlib
 import time
 
 import jax
@@ -35,10 +34,12 @@ def run(alpha: float = 0.1, t_off: float = 50.0, t1: float = 30000.0, seed: int 
         f"constant alpha={alpha}": jm.Constant(alpha),
         f"switch-off alpha={alpha}, t_off={t_off}": jm.SwitchOff(alpha, t_off),
     }
-    ts = jnp.concatenate([jnp.zeros(1), jnp.geomspace(1e-2, t1, 200)])
+    ts = jnp.concatenate([jnp.zeros(1), jnp.geomspace(1e-2, t1, 200).at[-1].set(t1)])
     rows, trajectories = [], {}
     for name, schedule in schedules.items():
-        sol = jm.solve(problem, pair, schedule, w0, t1=t1, saveat=ts)
+        sol = jm.solve(
+            problem, pair, schedule, w0, t1=t1, saveat=ts, formulation="mirror"
+        )
         predicted = jm.implicit_bias(problem, pair, schedule, w0)
         trajectories[name] = np.asarray(sol.xs)
         rows.append(
@@ -93,11 +94,20 @@ def plot(results, path):
         ax.set_ylabel("x_i(t)")
         ax.set_title(name, fontsize=10)
     ax = axes[3]
-    ax.semilogy(results["a_grid"], results["predicted_errors"], label="predicted (implicit_bias)")
     ax.semilogy(
-        results["a_simulated"], results["simulated_errors"], "o", label="simulated (solve)"
+        results["a_grid"],
+        results["predicted_errors"],
+        label="predicted (implicit_bias)",
     )
-    ax.axhline(results["min_l2_error"], color="0.5", ls="--", label="minimum-L2 interpolant")
+    ax.semilogy(
+        results["a_simulated"],
+        results["simulated_errors"],
+        "o",
+        label="simulated (solve)",
+    )
+    ax.axhline(
+        results["min_l2_error"], color="0.5", ls="--", label="minimum-L2 interpolant"
+    )
     ax.set_xlabel(r"$a_\infty = -\int_0^\infty \alpha_t\,dt$")
     ax.set_ylabel(r"recovery error $|x_\infty - x^*|$")
     ax.set_title("switch-off: error against total weight decay", fontsize=10)
@@ -115,8 +125,10 @@ def main(argv=None):
     start = time.perf_counter()
     results = run(alpha=args.alpha, t_off=args.t_off)
     print("Sparse recovery, Hadamard pair (n=100, d=40, 5-sparse, m0=1, w0=0)")
-    print(f"{'schedule':<36} {'a_inf':>7} {'predicted':>10} {'simulated':>10} "
-          f"{'|pred-sim|':>11} status")
+    print(
+        f"{'schedule':<36} {'a_inf':>7} {'predicted':>10} {'simulated':>10} "
+        f"{'|pred-sim|':>11} status"
+    )
     for row in results["rows"]:
         print(
             f"{row['schedule']:<36} {row['a_inf']:>7.2f} {row['predicted']:>10.4f} "

@@ -42,7 +42,9 @@ class DiffSquares(AbstractClosedFormPair):
         """
         x0 = check_finite("x0", as_float_array(x0))
         if x0.ndim != 1:
-            raise ValueError(f"`x0` must be a vector of shape (n,), got shape {x0.shape}.")
+            raise ValueError(
+                f"`x0` must be a vector of shape (n,), got shape {x0.shape}."
+            )
         scale = check_positive("scale", as_float_array(scale))
         p0 = jnp.broadcast_to(scale**2, x0.shape)
         root = jnp.hypot(x0, 2.0 * p0)

@@ -38,10 +38,16 @@ class Hadamard(AbstractClosedFormPair):
 
         - `x0`: the initial model point, shape `(n,)`.
         - `scale`: $> 0$, scalar or shape `(n,)`.
+
+        Floating point holds $m_0^2 - w_0^2$ only to a relative precision of about
+        $\epsilon |x_0| / \text{scale}^2$: for tiny scales keep $|x_0|$ comparable to
+        $\text{scale}^2$ (the rich regime starts from $x_0 \approx 0$ anyway).
         """
         x0 = check_finite("x0", as_float_array(x0))
         if x0.ndim != 1:
-            raise ValueError(f"`x0` must be a vector of shape (n,), got shape {x0.shape}.")
+            raise ValueError(
+                f"`x0` must be a vector of shape (n,), got shape {x0.shape}."
+            )
         scale = check_positive("scale", as_float_array(scale))
         u0 = jnp.broadcast_to(scale**2, x0.shape)
         m0 = jnp.sqrt(0.5 * (jnp.hypot(u0, 2.0 * x0) + u0))

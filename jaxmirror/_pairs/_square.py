@@ -30,7 +30,9 @@ class Square(AbstractClosedFormPair):
         """Parameters `w0 = sqrt(x0)` for an initial point `x0 > 0` of shape `(n,)`."""
         x0 = check_finite("x0", as_float_array(x0))
         if x0.ndim != 1:
-            raise ValueError(f"`x0` must be a vector of shape (n,), got shape {x0.shape}.")
+            raise ValueError(
+                f"`x0` must be a vector of shape (n,), got shape {x0.shape}."
+            )
         x0 = check("x0", x0, lambda v: v > 0, "> 0 in every coordinate for Square")
         return jnp.sqrt(x0)
 

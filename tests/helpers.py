@@ -1,0 +1,52 @@
+"""Shared test cases and assertions."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxmirror as jm
+
+
+CLOSED_FORM_PAIRS = [jm.Hadamard(), jm.DiffSquares(), jm.Square()]
+PAIR_IDS = ["hadamard", "diff_squares", "square"]
+
+SCHEDULES = {
+    "constant": jm.Constant(0.07),
+    "switch_off": jm.SwitchOff(0.1, 3.0),
+    "piecewise": jm.PiecewiseConstant([1.0, 2.5], [0.2, 0.05, 0.0]),
+    "linear": jm.LinearDecay(0.2, 4.0),
+    "linear_to_floor": jm.LinearDecay(0.2, 4.0, alpha_end=0.01),
+    "cosine": jm.Cosine(0.2, 5.0),
+    "exponential": jm.ExponentialDecay(0.3, 0.7),
+}
+
+
+def random_instance(key, pair, n=12, d=5, sparse=3, scale=0.5):
+    """A random least-squares instance and a random, non-zero initialisation."""
+    kz, kx, k0 = jax.random.split(key, 3)
+    Z = jax.random.normal(kz, (d, n)) / jnp.sqrt(d)
+    x_star = jnp.zeros(n).at[:sparse].set(1.0 + jax.random.uniform(kx, (sparse,)))
+    if isinstance(pair, jm.Square):
+        x0 = 0.1 + 0.3 * jax.random.uniform(k0, (n,))
+        w0 = pair.init(x0)
+    else:
+        x0 = 0.3 * jax.random.normal(k0, (n,))
+        w0 = pair.init(x0, scale=scale)
+    return jm.LeastSquares(Z, Z @ x_star), w0, x_star
+
+
+def assert_tree_allclose(actual, expected, *, rtol, atol, what=""):
+    """Same structure, then every leaf close, with a per-leaf report on failure."""
+    s1, s2 = (
+        jax.tree_util.tree_structure(actual),
+        jax.tree_util.tree_structure(expected),
+    )
+    assert s1 == s2, f"{what}: tree structures differ: {s1} vs {s2}"
+    for i, (a, e) in enumerate(
+        zip(jax.tree_util.tree_leaves(actual), jax.tree_util.tree_leaves(expected))
+    ):
+        a, e = np.asarray(a), np.asarray(e)
+        assert a.shape == e.shape, f"{what} leaf {i}: shapes {a.shape} vs {e.shape}"
+        np.testing.assert_allclose(
+            a, e, rtol=rtol, atol=atol, err_msg=f"{what} leaf {i}"
+        )

@@ -1,0 +1,68 @@
+"""Initialisation converters against published potentials; bias diagnostics."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxmirror as jm
+
+
+BETAS = jnp.array([-3.0, -0.2, 0.0, 1e-4, 0.7, 5.0])
+
+
+@pytest.mark.parametrize("alpha", [1e-3, 0.1, 2.0])
+def test_woodworth_converter(alpha):
+    """Our R_0 equals Q_alpha / 4 + const (same argmin under any linear constraint)."""
+    pair, scale = jm.conventions.from_woodworth(alpha)
+    leg = pair.legendre(pair.init(jnp.zeros(BETAS.shape[0]), scale=scale))
+    ours = jax.grad(leg.value)(BETAS, 0.0)
+    theirs = jax.grad(jm.conventions.woodworth_potential)(BETAS, alpha)
+    np.testing.assert_allclose(ours, theirs / 4, rtol=1e-13, atol=1e-300)
+    gap = leg.value(BETAS, 0.0) - jm.conventions.woodworth_potential(BETAS, alpha) / 4
+    gap0 = (
+        leg.value(jnp.zeros(6), 0.0)
+        - jm.conventions.woodworth_potential(jnp.zeros(6), alpha) / 4
+    )
+    np.testing.assert_allclose(gap, gap0, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("alpha", [1e-3, 0.1, 2.0])
+def test_pesme_converter(alpha):
+    """Our R_0 equals psi_alpha + const for m0 = sqrt(2) alpha, w0 = 0."""
+    pair, scale = jm.conventions.from_pesme(alpha)
+    w0 = pair.init(jnp.zeros(6), scale=scale)
+    np.testing.assert_allclose(w0[0], np.sqrt(2) * alpha, rtol=1e-14)
+    leg = pair.legendre(w0)
+    ours = jax.grad(leg.value)(BETAS, 0.0)
+    theirs = jax.grad(jm.conventions.pesme_potential)(BETAS, alpha)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-300)
+
+
+def test_positional_bias_centre_hadamard():
+    """x_hat = x0 u_a / u_0 = x0 e^{2a} for the Hadamard pair (THEORY.md section 5)."""
+    pair = jm.Hadamard()
+    x0 = jnp.array([0.3, -1.2, 2.0])
+    leg = pair.legendre(pair.init(x0, scale=0.8))
+    for a in [0.0, -0.4, -3.0]:
+        np.testing.assert_allclose(
+            jm.positional_bias_centre(leg, x0, a), x0 * np.exp(2 * a), rtol=1e-12
+        )
+
+
+def test_type_of_bias_moves_from_l2_to_l1():
+    pair = jm.Hadamard()
+    x0 = jnp.zeros(3)
+    leg = pair.legendre(pair.init(x0, scale=1.0))
+    x = jnp.array([0.5, -0.2, 1.0])
+    exponents = [float(jm.type_of_bias(leg, x0, x, a)) for a in [2.0, 0.0, -2.0, -6.0]]
+    assert exponents[0] > 1.99 and exponents[-1] < 1.1
+    assert np.all(np.diff(exponents) < 0)
+    # Closed form per coordinate around 0: 1 + |x| / (sqrt(x^2 + c^2) arcsinh(|x|/c)).
+    c = float(leg.scale(0.0)[0])
+    xi = jnp.array([0.7])
+    one = pair.legendre(pair.init(jnp.zeros(1), scale=1.0))
+    expected = 1 + 0.7 / (np.hypot(0.7, c) * np.arcsinh(0.7 / c))
+    np.testing.assert_allclose(
+        jm.type_of_bias(one, jnp.zeros(1), xi, 0.0), expected, rtol=1e-12
+    )

@@ -1,0 +1,149 @@
+"""Bad input raises a clear ValueError naming the argument, before any solve starts."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxmirror as jm
+
+
+Z = jnp.ones((3, 4))
+y = jnp.ones(3)
+PAIR = jm.Hadamard()
+W0 = PAIR.init(jnp.zeros(4), scale=1.0)
+PROBLEM = jm.LeastSquares(Z, y)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: jm.LeastSquares(Z.at[0, 0].set(jnp.nan), y), "`Z` must be finite"),
+        (lambda: jm.LeastSquares(Z, y.at[1].set(jnp.inf)), "`y` must be finite"),
+        (
+            lambda: jm.LeastSquares(Z, jnp.ones(4)),
+            r"`y` must have shape \(d,\) = \(3,\)",
+        ),
+        (lambda: jm.LeastSquares(jnp.ones(3), y), "`Z` must be a matrix"),
+        (
+            lambda: jm.Logistic(Z, jnp.array([1.0, 0.0, 1.0])),
+            r"`y` must be labels in \{-1, \+1\}",
+        ),
+        (
+            lambda: jm.solve(PROBLEM, PAIR, jm.SwitchOff(0.1, 1.0), W0, t1=-1.0),
+            "`t1` must be finite and > 0",
+        ),
+        (
+            lambda: jm.solve(
+                PROBLEM, PAIR, jm.SwitchOff(0.1, 1.0), W0, t1=1.0, formulation="primal"
+            ),
+            "`formulation` must be one of",
+        ),
+        (
+            lambda: jm.solve(
+                PROBLEM,
+                PAIR,
+                jm.SwitchOff(0.1, 1.0),
+                (jnp.ones(5), jnp.ones(5)),
+                t1=1.0,
+            ),
+            "`w0` gives x = g",
+        ),
+        (
+            lambda: jm.solve(
+                PROBLEM,
+                PAIR,
+                jm.SwitchOff(0.1, 1.0),
+                (jnp.ones(4), jnp.ones(3)),
+                t1=1.0,
+            ),
+            "`w0` does not fit",
+        ),
+        (
+            lambda: jm.solve(
+                PROBLEM,
+                PAIR,
+                jm.SwitchOff(0.1, 1.0),
+                (jnp.full(4, jnp.nan), jnp.ones(4)),
+                t1=1.0,
+                formulation="parameter",
+            ),
+            "`w0` must be finite",
+        ),
+        (
+            lambda: jm.solve(
+                PROBLEM,
+                PAIR,
+                jm.SwitchOff(0.1, 1.0),
+                (jnp.ones(4), jnp.ones(4)),
+                t1=1.0,
+            ),
+            "`w0` must be a non-degenerate",
+        ),
+        (
+            lambda: jm.implicit_bias(
+                PROBLEM, PAIR, jm.SwitchOff(0.1, 1.0), (jnp.ones(4), -jnp.ones(4))
+            ),
+            "`w0` must be a non-degenerate",
+        ),
+        (
+            lambda: jm.solve(
+                PROBLEM, PAIR, jm.SwitchOff(jnp.ones(2), jnp.ones(2)), W0, t1=1.0
+            ),
+            "`schedule` must be a single schedule",
+        ),
+        (
+            lambda: jm.solve(PROBLEM, PAIR, 0.1, W0, t1=1.0),
+            "`schedule` must be a jaxmirror schedule",
+        ),
+        (
+            lambda: jm.solve(PROBLEM, "hadamard", jm.Constant(0.1), W0, t1=1.0),
+            "`pair` must be a jaxmirror pair",
+        ),
+        (
+            lambda: jm.solve(
+                PROBLEM,
+                PAIR,
+                jm.Constant(0.1),
+                W0,
+                t1=1.0,
+                saveat=jnp.array([0.5, 2.0]),
+            ),
+            r"`saveat` times must lie in \[0, t1\]",
+        ),
+        (
+            lambda: jm.solve(
+                PROBLEM,
+                PAIR,
+                jm.Constant(0.1),
+                W0,
+                t1=1.0,
+                saveat=jnp.array([0.5, 0.2]),
+            ),
+            "non-decreasing",
+        ),
+        (lambda: PAIR.init(jnp.zeros(4), scale=0.0), "`scale` must be finite and > 0"),
+        (lambda: jm.Square().init(jnp.array([1.0, -1.0])), "`x0` must be > 0"),
+        (lambda: jm.DiffSquares().init(jnp.zeros((2, 2))), "`x0` must be a vector"),
+    ],
+)
+def test_clear_errors(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()
+
+
+def test_solve_parameter_formulation_accepts_degenerate_init():
+    """m0 = w0 is a legitimate flow (x keeps its sign); only the Legendre view rejects it."""
+    w0 = (jnp.full(4, 0.5), jnp.full(4, 0.5))
+    sol = jm.solve(PROBLEM, PAIR, jm.Constant(0.0), w0, t1=5.0, formulation="parameter")
+    assert int(sol.status) == jm.Status.SUCCESS
+    assert np.all(np.asarray(sol.x_final) >= 0)
+
+
+def test_value_errors_fire_under_jit():
+    @jax.jit
+    def make(alpha):
+        return jm.SwitchOff(alpha, 1.0).alpha
+
+    with pytest.raises(Exception, match="`alpha` must be finite and >= 0"):
+        jax.block_until_ready(make(-1.0))

@@ -1,0 +1,183 @@
+"""`implicit_bias` against flows, Woodworth et al.'s potential, and scikit-learn's Lasso."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize
+from sklearn.linear_model import Lasso
+
+import jaxmirror as jm
+
+from .helpers import CLOSED_FORM_PAIRS, PAIR_IDS, random_instance
+
+
+FLOW = dict(rtol=1e-10, atol=1e-12, max_steps=1_000_000)
+
+SCHEDULES = {
+    "switch_off": jm.SwitchOff(0.2, 3.0),
+    "exponential": jm.ExponentialDecay(0.3, 0.5),
+    "piecewise": jm.PiecewiseConstant([1.0, 2.0], [0.3, 0.1, 0.0]),
+    "constant": jm.Constant(0.05),
+}
+
+
+@pytest.mark.parametrize("schedule", list(SCHEDULES.values()), ids=list(SCHEDULES))
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("pair", CLOSED_FORM_PAIRS, ids=PAIR_IDS)
+def test_prediction_equals_flow_endpoint(pair, seed, schedule):
+    problem, w0, _ = random_instance(jax.random.PRNGKey(seed), pair)
+    predicted, status = jm.implicit_bias(
+        problem, pair, schedule, w0, return_status=True
+    )
+    assert int(status) == jm.BiasStatus.CONVERGED
+    sol = jm.solve(problem, pair, schedule, w0, t1=3000.0, **FLOW)
+    assert int(sol.status) == jm.Status.SUCCESS
+    np.testing.assert_allclose(predicted, sol.x_final, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1e-2, 0.3, 2.0])
+def test_diff_squares_matches_woodworth_potential(scale, getkey):
+    """At alpha = 0, argmin Q_s(x) s.t. Zx = y (Woodworth et al. 2020), solved by scipy.
+
+    KKT of their problem: grad Q_s(x) = arcsinh(x / (2 s^2)) = Z^T lam, i.e.
+    x = 2 s^2 sinh(Z^T lam) with Z x = y: the minimiser of the convex dual
+    sum(2 s^2 cosh(Z^T lam)) - <lam, y>, found by scipy's trust-region Newton.
+    """
+    n, d = 15, 6
+    Z = np.asarray(jax.random.normal(getkey(), (d, n))) / np.sqrt(d)
+    x_star = np.zeros(n)
+    x_star[:2] = [1.5, -0.8]
+    y = Z @ x_star
+    x_of = lambda lam: 2 * scale**2 * np.sinh(Z.T @ lam)
+    c = 2 * scale**2
+    dual = scipy.optimize.minimize(
+        lambda lam: np.sum(c * np.cosh(Z.T @ lam)) - lam @ y,
+        np.zeros(d),
+        jac=lambda lam: Z @ x_of(lam) - y,
+        hess=lambda lam: (Z * (c * np.cosh(Z.T @ lam))) @ Z.T,
+        method="trust-exact",
+        options=dict(gtol=1e-13, maxiter=10_000),
+    )
+    # trust-exact stops where its objective stalls in rounding; polish with plain Newton.
+    lam = dual.x
+    for _ in range(5):
+        hess = (Z * (c * np.cosh(Z.T @ lam))) @ Z.T
+        lam = lam - np.linalg.solve(hess, Z @ x_of(lam) - y)
+    reference = x_of(lam)
+    assert np.max(np.abs(Z @ reference - y)) < 1e-11, dual.message
+    pair, our_scale = jm.conventions.from_woodworth(scale)
+    w0 = pair.init(jnp.zeros(n), scale=our_scale)
+    problem = jm.LeastSquares(Z, y)
+    np.testing.assert_allclose(
+        jm.implicit_bias(problem, pair, jm.Constant(0.0), w0),
+        reference,
+        rtol=0,
+        atol=1e-9,
+    )
+
+
+@pytest.mark.parametrize(
+    "pair, sk_alpha_factor, positive",
+    [
+        (jm.Hadamard(), 1.0, False),
+        (jm.DiffSquares(), 0.5, False),
+        (jm.Square(), 0.5, True),
+    ],
+    ids=PAIR_IDS,
+)
+def test_constant_weight_decay_matches_sklearn_lasso(
+    pair, sk_alpha_factor, positive, getkey
+):
+    """Constant alpha: f(x) + alpha * rho(x); sklearn's Lasso divides the loss by d."""
+    n, d, alpha = 30, 12, 0.05
+    Z = np.asarray(jax.random.normal(getkey(), (d, n))) / np.sqrt(d)
+    x_star = np.zeros(n)
+    x_star[:3] = [1.5, 0.8, 2.0]
+    y = Z @ x_star
+    lasso = Lasso(
+        alpha=sk_alpha_factor * alpha / d,
+        fit_intercept=False,
+        tol=1e-14,
+        max_iter=1_000_000,
+        positive=positive,
+    ).fit(Z, y)
+    problem = jm.LeastSquares(Z, y)
+    x0 = jnp.full(n, 0.1)
+    w0 = (
+        pair.init(x0)
+        if isinstance(pair, jm.Square)
+        else pair.init(jnp.zeros(n), scale=0.5)
+    )
+    predicted = jm.implicit_bias(problem, pair, jm.Constant(alpha), w0)
+    np.testing.assert_allclose(predicted, lasso.coef_, rtol=0, atol=1e-8)
+    # Coordinates near the lasso boundary die out slowly: a long horizon.
+    flow = jm.solve(problem, pair, jm.Constant(alpha), w0, t1=30_000.0, **FLOW).x_final
+    np.testing.assert_allclose(flow, lasso.coef_, rtol=0, atol=1e-6)
+
+
+def test_tiny_initial_scale_rich_regime():
+    """Scale 1e-30 (rich regime): finite, and equal to the dual flow's endpoint."""
+    pair = jm.Hadamard()
+    problem, _, _ = random_instance(jax.random.PRNGKey(4), pair)
+    w0 = pair.init(jnp.zeros(12), scale=1e-30)
+    predicted = jm.implicit_bias(problem, pair, jm.SwitchOff(0.1, 5.0), w0)
+    assert np.all(np.isfinite(predicted))
+    sol = jm.solve(problem, pair, jm.SwitchOff(0.1, 5.0), w0, t1=3000.0, **FLOW)
+    assert int(sol.status) == jm.Status.SUCCESS
+    np.testing.assert_allclose(predicted, sol.x_final, rtol=0, atol=1e-6)
+    # In the rich regime the limit is the minimum-L1 interpolant (linear program).
+    Z, y = np.asarray(problem.Z), np.asarray(problem.y)
+    n = Z.shape[1]
+    lp = scipy.optimize.linprog(
+        np.ones(2 * n),
+        A_eq=np.hstack([Z, -Z]),
+        b_eq=y,
+        bounds=(0, None),
+        method="highs",
+    )
+    min_l1 = lp.x[:n] - lp.x[n:]
+    np.testing.assert_allclose(predicted, min_l1, rtol=0, atol=1e-6)
+
+
+def test_vmap_over_mixed_schedules():
+    pair = jm.Hadamard()
+    problem, w0, _ = random_instance(jax.random.PRNGKey(0), pair)
+    alphas = jnp.array([0.0, 0.05])
+    batched = jax.vmap(lambda s: jm.implicit_bias(problem, pair, s, w0))(
+        jm.Constant(alphas)
+    )
+    loop = [jm.implicit_bias(problem, pair, jm.Constant(a), w0) for a in alphas]
+    np.testing.assert_allclose(batched, np.stack(loop), rtol=0, atol=1e-12)
+
+
+def test_gradients_match_finite_differences():
+    """Implicit differentiation through the dual Newton solve, against central FD."""
+    pair = jm.Hadamard()
+    problem, w0, x_star = random_instance(jax.random.PRNGKey(1), pair)
+
+    def error(params):
+        alpha, t_off, scale = params
+        w = pair.init(jnp.zeros(12), scale=scale)
+        x = jm.implicit_bias(problem, pair, jm.SwitchOff(alpha, t_off), w)
+        return jnp.sum((x - x_star) ** 2)
+
+    params = jnp.array([0.1, 4.0, 0.7])
+    grad = jax.grad(error)(params)
+    eps = 1e-5
+    fd = [
+        (error(params + eps * e) - error(params - eps * e)) / (2 * eps)
+        for e in jnp.eye(3)
+    ]
+    np.testing.assert_allclose(grad, fd, rtol=1e-5)
+
+
+def test_bad_problems_raise():
+    pair = jm.Hadamard()
+    w0 = pair.init(jnp.zeros(3), scale=1.0)
+    logistic = jm.Logistic(jnp.ones((4, 3)), jnp.array([1.0, -1.0, 1.0, 1.0]))
+    with pytest.raises(ValueError, match="`problem`: .*LeastSquares"):
+        jm.implicit_bias(logistic, pair, jm.SwitchOff(0.1, 1.0), w0)
+    tall = jm.LeastSquares(jnp.ones((5, 3)), jnp.ones(5))
+    with pytest.raises(ValueError, match="d <= n"):
+        jm.implicit_bias(tall, pair, jm.SwitchOff(0.1, 1.0), w0)

@@ -1,0 +1,241 @@
+"""`solve`: three formulations, an independent integral identity, scipy, batching, status."""
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.integrate
+
+import jaxmirror as jm
+
+from .helpers import CLOSED_FORM_PAIRS, PAIR_IDS, random_instance
+
+
+# Tight solver tolerances: the three formulations are integrated to ~1e-12, so they must
+# agree to 1e-8 relative with a wide margin for error growth over the horizon.
+TIGHT = dict(solver=dfx.Dopri8(), rtol=1e-12, atol=1e-12, max_steps=200_000)
+TIMES = jnp.array([0.5, 2.0, 3.0, 5.0, 12.0, 30.0])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("pair", CLOSED_FORM_PAIRS, ids=PAIR_IDS)
+def test_formulations_agree(pair, seed):
+    problem, w0, _ = random_instance(jax.random.PRNGKey(seed), pair)
+    schedule = jm.SwitchOff(0.2, 3.0)
+    sols = {
+        f: jm.solve(
+            problem, pair, schedule, w0, t1=30.0, saveat=TIMES, formulation=f, **TIGHT
+        )
+        for f in ("parameter", "mirror", "dual")
+    }
+    for f, sol in sols.items():
+        assert int(sol.status) == jm.Status.SUCCESS, f
+    ref = np.asarray(sols["parameter"].xs)
+    scale = np.max(np.abs(ref), axis=1, keepdims=True)
+    for f in ("mirror", "dual"):
+        rel = np.max(np.abs(np.asarray(sols[f].xs) - ref) / scale)
+        assert rel <= 1e-8, f"{f} vs parameter: max relative difference {rel:.2e}"
+
+
+@pytest.mark.parametrize("pair", CLOSED_FORM_PAIRS, ids=PAIR_IDS)
+def test_mirror_identity_along_parameter_flow(pair):
+    r"""grad R_{a_t}(x_t) - grad R_0(x_0) = -int_0^t grad f(x_s) ds, from an independent solve.
+
+    The test integrates the parameter flow and the integral of grad f together, with its
+    own vector field built from `jax.grad` of f(g(w)) + alpha h(w).
+    """
+    problem, w0, _ = random_instance(jax.random.PRNGKey(7), pair)
+    schedule = jm.SwitchOff(0.15, 4.0)
+
+    def field(t, state, args):
+        w, _ = state
+        objective = lambda w_: problem.loss(pair.g(w_)) + schedule(t) * pair.h(w_)
+        dw = jax.tree_util.tree_map(jnp.negative, jax.grad(objective)(w))
+        return dw, jax.grad(problem.loss)(pair.g(w))
+
+    sol = dfx.diffeqsolve(
+        dfx.ODETerm(field),
+        dfx.Dopri8(),
+        0.0,
+        20.0,
+        None,
+        (w0, jnp.zeros(12)),
+        saveat=dfx.SaveAt(ts=TIMES[:5]),
+        stepsize_controller=dfx.ClipStepSizeController(
+            dfx.PIDController(rtol=1e-12, atol=1e-12), jump_ts=jnp.array([4.0])
+        ),
+        max_steps=100_000,
+    )
+    ws, integral = sol.ys
+    xs = jax.vmap(pair.g)(ws)
+    leg = pair.legendre(w0)
+    lhs = (
+        jax.vmap(leg.grad)(xs, schedule.a(TIMES[:5])) - leg.grad(pair.g(w0), 0.0)[None]
+    )
+    np.testing.assert_allclose(lhs, -integral, rtol=0, atol=1e-9)
+    # And jaxmirror's parameter formulation reproduces the same trajectory.
+    ours = jm.solve(
+        problem,
+        pair,
+        schedule,
+        w0,
+        t1=20.0,
+        saveat=TIMES[:5],
+        formulation="parameter",
+        **TIGHT,
+    )
+    np.testing.assert_allclose(ours.xs, xs, rtol=1e-9, atol=1e-11)
+
+
+def test_against_scipy_dop853():
+    """The Hadamard primal ODE written in NumPy, integrated by scipy."""
+    pair = jm.Hadamard()
+    problem, w0, _ = random_instance(jax.random.PRNGKey(3), pair)
+    Z, y = np.asarray(problem.Z), np.asarray(problem.y)
+    alpha, t_off = 0.1, 2.0
+
+    def rhs(t, mw):
+        m, w = np.split(mw, 2)
+        gf = Z.T @ (Z @ (m * w) - y)
+        a = alpha if t < t_off else 0.0
+        return np.concatenate([-w * gf - a * m, -m * gf - a * w])
+
+    ref = scipy.integrate.solve_ivp(
+        rhs,
+        (0.0, 10.0),
+        np.concatenate([np.asarray(w) for w in w0]),
+        method="DOP853",
+        rtol=1e-12,
+        atol=1e-12,
+        t_eval=[1.0, 2.0, 5.0, 10.0],
+    )
+    m, w = np.split(ref.y.T, 2, axis=1)
+    for formulation in ("parameter", "dual"):
+        sol = jm.solve(
+            problem,
+            pair,
+            jm.SwitchOff(alpha, t_off),
+            w0,
+            t1=10.0,
+            saveat=jnp.array([1.0, 2.0, 5.0, 10.0]),
+            formulation=formulation,
+            **TIGHT,
+        )
+        np.testing.assert_allclose(sol.xs, m * w, rtol=1e-8, atol=1e-10)
+
+
+def test_vmap_over_schedules_equals_loop_and_does_not_recompile():
+    pair = jm.Hadamard()
+    problem, w0, _ = random_instance(jax.random.PRNGKey(0), pair)
+    alphas, t_offs = jnp.array([0.0, 0.05, 0.2]), jnp.array([1.0, 3.0, 5.0])
+
+    @eqx.filter_jit
+    @eqx.debug.assert_max_traces(max_traces=1)
+    def final(schedule):
+        return jm.solve(problem, pair, schedule, w0, t1=15.0).x_final
+
+    batched = jax.vmap(final)(jm.SwitchOff(alpha=alphas, t_off=t_offs))
+    loop = [final(jm.SwitchOff(a, t)) for a, t in zip(alphas, t_offs)]
+    assert batched.shape == (3, 12)
+    np.testing.assert_allclose(batched, np.stack(loop), rtol=1e-12, atol=1e-14)
+
+
+def test_vmap_over_initialisations():
+    pair = jm.DiffSquares()
+    problem, _, _ = random_instance(jax.random.PRNGKey(0), pair)
+    scales = jnp.array([1e-3, 0.1, 1.0])
+    run = lambda s: (
+        jm.solve(
+            problem,
+            pair,
+            jm.Constant(0.0),
+            pair.init(jnp.zeros(12), s),
+            t1=50.0,
+            formulation="dual",
+        ).x_final
+    )
+    batched = jax.vmap(run)(scales)
+    np.testing.assert_allclose(
+        batched, np.stack([run(s) for s in scales]), rtol=1e-12, atol=1e-14
+    )
+
+
+def test_user_pair_needs_only_g_and_h():
+    class MyHadamard(jm.AbstractPair):
+        def g(self, w):
+            return w["m"] * w["w"]
+
+        def h(self, w):
+            return 0.5 * (jnp.sum(w["m"] ** 2) + jnp.sum(w["w"] ** 2))
+
+    problem, (m0, v0), _ = random_instance(jax.random.PRNGKey(2), jm.Hadamard())
+    schedule = jm.SwitchOff(0.1, 2.0)
+    ours = jm.solve(
+        problem,
+        MyHadamard(),
+        schedule,
+        {"m": m0, "w": v0},
+        t1=8.0,
+        formulation="parameter",
+        **TIGHT,
+    )
+    ref = jm.solve(
+        problem, jm.Hadamard(), schedule, (m0, v0), t1=8.0, formulation="dual", **TIGHT
+    )
+    assert set(ours.ws) == {"m", "w"}
+    np.testing.assert_allclose(ours.x_final, ref.x_final, rtol=1e-9, atol=1e-11)
+    with pytest.raises(ValueError, match="closed-form Legendre"):
+        jm.solve(problem, MyHadamard(), schedule, {"m": m0, "w": v0}, t1=8.0)
+
+
+def test_status_max_steps():
+    pair = jm.Hadamard()
+    problem, w0, _ = random_instance(jax.random.PRNGKey(0), pair)
+    sol = jm.solve(problem, pair, jm.Constant(0.0), w0, t1=1e4, max_steps=10)
+    assert int(sol.status) == jm.Status.MAX_STEPS
+    assert int(sol.num_steps) == 10
+
+
+def test_status_nonfinite():
+    """A loss whose gradient is NaN is reported, not returned as a silent NaN."""
+    pair = jm.Square()
+    problem = jm.Problem(lambda x: jnp.sum(jnp.sqrt(x - 1.0)), n=3)
+    sol = jm.solve(problem, pair, jm.Constant(0.0), pair.init(jnp.full(3, 0.5)), t1=1.0)
+    assert int(sol.status) == jm.Status.NONFINITE
+
+
+def test_logistic_gradient_and_flow(getkey):
+    Z = jax.random.normal(getkey(), (8, 5))
+    y = jnp.sign(jax.random.normal(getkey(), (8,)))
+    problem = jm.Logistic(Z, y)
+    x = jax.random.normal(getkey(), (5,))
+    eps = 1e-6
+    fd = jnp.array(
+        [
+            (problem.loss(x + eps * e) - problem.loss(x - eps * e)) / (2 * eps)
+            for e in jnp.eye(5)
+        ]
+    )
+    np.testing.assert_allclose(problem.grad(x), fd, rtol=1e-8, atol=1e-9)
+    pair = jm.Hadamard()
+    w0 = pair.init(jnp.zeros(5), scale=0.5)
+    sol = jm.solve(
+        problem, pair, jm.Constant(0.01), w0, t1=20.0, saveat=jnp.array([0.0, 20.0])
+    )
+    assert int(sol.status) == jm.Status.SUCCESS
+    assert problem.loss(sol.xs[1]) < problem.loss(sol.xs[0])
+
+
+def test_callable_problem():
+    pair = jm.Square()
+    target = jnp.array([1.0, 2.0])
+    sol = jm.solve(
+        lambda x: 0.5 * jnp.sum((x - target) ** 2),
+        pair,
+        jm.Constant(0.0),
+        pair.init(jnp.array([0.5, 0.5])),
+        t1=50.0,
+    )
+    np.testing.assert_allclose(sol.x_final, target, rtol=1e-6)
