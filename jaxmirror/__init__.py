@@ -3,6 +3,20 @@
 import importlib.metadata
 
 from . import conventions as conventions, datasets as datasets
+from ._compare import (
+    compare_to_flow as compare_to_flow,
+    FlowComparison as FlowComparison,
+)
+from ._discrete import (
+    make_optimizer as make_optimizer,
+    OPTIMIZERS as OPTIMIZERS,
+    train as train,
+    TrainResult as TrainResult,
+)
+from ._discrete_bias import (
+    discrete_implicit_bias as discrete_implicit_bias,
+    mirror_descent_step as mirror_descent_step,
+)
 from ._effects import (
     positional_bias_centre as positional_bias_centre,
     type_of_bias as type_of_bias,

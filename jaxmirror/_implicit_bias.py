@@ -102,9 +102,12 @@ def _newton_dual(legendre, theta0, a_inf, Z, y, tol, max_iter):
     return lam, status
 
 
-def _switch_off_limit(legendre, x0, a_inf, problem, tol, max_iter):
+def constrained_limit(legendre, theta0, a_inf, problem, tol, max_iter):
+    r"""$\arg\min_x R_{a}(x) - \langle\theta_0, x\rangle$ s.t. $Zx = y$, and a status.
+
+    `a_inf` may be a scalar or one value per coordinate.
+    """
     Z, y = problem.Z, problem.y
-    theta0 = legendre.grad(x0, jnp.zeros_like(a_inf))
 
     def root_fn(lam):
         return Z @ legendre.grad_inverse(theta0 + Z.T @ lam, a_inf) - y
@@ -249,7 +252,8 @@ def _implicit_bias(problem, pair, legendre, schedule, x0, tol, max_iter, finite)
     def interpolating():
         iters = 200 if max_iter is None else max_iter
         a = jnp.where(jnp.isfinite(a_inf), a_inf, 0.0)
-        return _switch_off_limit(legendre, x0, a, problem, tol, iters)
+        theta0 = legendre.grad(x0, jnp.zeros_like(a))
+        return constrained_limit(legendre, theta0, a, problem, tol, iters)
 
     def penalised():
         iters = 200_000 if max_iter is None else max_iter

@@ -12,6 +12,7 @@ maps over it.
 """
 
 import abc
+from collections.abc import Callable
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -56,6 +57,15 @@ class AbstractSchedule(eqx.Module):
     def a(self, t: RealScalarLike) -> Float[Array, "..."]:
         r"""The Legendre time variable $a_t = -\int_0^t \alpha_s\,ds$."""
         return -self.integral(t)
+
+    def as_optax(self, lr: RealScalarLike) -> Callable[[Array], Array]:
+        r"""This schedule as an Optax schedule `count -> alpha(count * lr)`.
+
+        Step $k$ of gradient descent with learning rate $\eta$ is time $t = k\eta$, so
+        `optax.add_decayed_weights(schedule.as_optax(lr))` puts jaxmirror's weight decay
+        (a switch-off included) into any Optax chain. Needs optax >= 0.2.7.
+        """
+        return as_optax(self, lr)
 
 
 def _t(t: RealScalarLike) -> Array:
@@ -322,3 +332,13 @@ class ExponentialDecay(AbstractSchedule):
         decaying = -self.alpha / safe_rate
         constant = jnp.where(self.alpha == 0, 0.0, -jnp.inf)
         return jnp.where(self.rate > 0, decaying, constant)
+
+
+def as_optax(schedule: AbstractSchedule, lr) -> Callable[[Array], Array]:
+    r"""An Optax schedule `count -> alpha(count * lr)`: step $k$ is time $t = k\,\eta$."""
+    lr = as_float_array(lr)
+
+    def weight_decay(count):
+        return schedule(jnp.asarray(count).astype(lr.dtype) * lr)
+
+    return weight_decay

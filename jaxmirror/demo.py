@@ -90,6 +90,7 @@ def plot(results, path):
         for value in results["x_star"][support]:
             ax.axhline(value, color="k", ls=":", lw=0.8)
         ax.set_xscale("symlog", linthresh=1e-1)
+        ax.set_xlim(0.0, results["ts"][-1])
         ax.set_xlabel("time t")
         ax.set_ylabel("x_i(t)")
         ax.set_title(name, fontsize=10)
