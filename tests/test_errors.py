@@ -147,3 +147,14 @@ def test_value_errors_fire_under_jit():
 
     with pytest.raises(Exception, match="`alpha` must be finite and >= 0"):
         jax.block_until_ready(make(-1.0))
+
+
+def test_constant_inputs_inside_jit_are_checked_eagerly():
+    @jax.jit
+    def run(lr):
+        sched = jm.SwitchOff(0.1, 2.0)
+        return jm.train(PROBLEM, PAIR, sched, W0, lr=lr, steps=5).x_final
+
+    assert run(0.1).shape == (4,)
+    with pytest.raises(ValueError, match="`t_off` must be finite and >= 0"):
+        jax.jit(lambda: jm.SwitchOff(0.1, -2.0).alpha)()

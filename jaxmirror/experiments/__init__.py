@@ -1,0 +1,1 @@
+"""Experiments: each module returns its data and draws its figures, using the public API."""
