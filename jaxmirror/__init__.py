@@ -55,6 +55,7 @@ from ._schedules import (
     SwitchOff as SwitchOff,
 )
 from ._solve import Solution as Solution, solve as solve, Status as Status
+from ._sweep import grid as grid, sweep as sweep
 
 
 __version__ = importlib.metadata.version("jaxmirror")

@@ -104,7 +104,7 @@ class HyperbolicEntropy(AbstractLegendre):
     - `k`: the curvature constant (static).
     """
 
-    log_c0: Float[Array, " n"]
+    log_c0: Float[Array, "*batch n"]
     k: float = eqx.field(static=True)
 
     def log_scale(self, a: ArrayLike) -> Point:

@@ -1,0 +1,68 @@
+"""Run a small sweep in a fresh process (device count and interruption need one)."""
+
+import argparse
+import os
+
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--devices", type=int, default=1)
+parser.add_argument("--strategy", default="vmap")
+parser.add_argument("--out", default=None)
+parser.add_argument("--resume", action="store_true")
+parser.add_argument("--save", required=True)
+parser.add_argument("--chunk-size", type=int, default=8)
+parser.add_argument("--slow", action="store_true", help="sleep after each chunk")
+args = parser.parse_args()
+os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
+
+import jax
+
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp
+import numpy as np
+
+import jaxmirror as jm
+import jaxmirror._sweep as sweep_module
+
+
+assert len(jax.devices()) == args.devices
+if args.slow:
+    import time
+
+    original = sweep_module._atomic_write
+
+    def slow_write(dataset, path):
+        original(dataset, path)
+        time.sleep(1.0)
+
+    sweep_module._atomic_write = slow_write
+
+problem, x_star = jm.datasets.sparse_regression(n=30, d=12, sparsity=3, seed=4)
+pair = jm.Hadamard()
+w0 = pair.init(jnp.zeros(30), scale=1.0)
+schedules = jm.SwitchOff(
+    **jm.grid(alpha=np.linspace(0, 0.2, 6), t_off=np.linspace(1, 10, 6))
+)
+ds = jm.sweep(
+    problem,
+    pair,
+    schedules,
+    w0,
+    50.0,
+    truth=x_star,
+    strategy=args.strategy,
+    chunk_size=args.chunk_size,
+    out=args.out,
+    resume=args.resume,
+    progress=False,
+    rtol=1e-10,
+    atol=1e-12,
+)
+np.savez(
+    args.save,
+    x_final=ds.x_final.values,
+    x_predicted=ds.x_predicted.values,
+    status=ds.status.values,
+)
