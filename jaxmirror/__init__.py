@@ -3,6 +3,7 @@
 import importlib.metadata
 
 from . import conventions as conventions, datasets as datasets
+from ._commute import lie_brackets as lie_brackets, LieBrackets as LieBrackets
 from ._compare import (
     compare_to_flow as compare_to_flow,
     FlowComparison as FlowComparison,
@@ -34,14 +35,19 @@ from ._optimize import (
 from ._pairs import (
     AbstractClosedFormPair as AbstractClosedFormPair,
     AbstractPair as AbstractPair,
+    AbstractPenalisedPair as AbstractPenalisedPair,
+    CommutingReduction as CommutingReduction,
     DiffSquares as DiffSquares,
     Hadamard as Hadamard,
+    MatrixFactorization as MatrixFactorization,
     Square as Square,
+    SymmetricFactorization as SymmetricFactorization,
 )
 from ._problems import (
     AbstractProblem as AbstractProblem,
     LeastSquares as LeastSquares,
     Logistic as Logistic,
+    MatrixSensing as MatrixSensing,
     Problem as Problem,
 )
 from ._schedules import (

@@ -23,7 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from ._problems import LeastSquares, Logistic
+from ._pairs import MatrixFactorization, SymmetricFactorization
+from ._problems import LeastSquares, Logistic, MatrixSensing
 from ._solve import check_inputs
 from ._validation import is_concrete
 
@@ -212,11 +213,14 @@ def implicit_bias(
 
     **Returns:** $x_\infty$, shape `(n,)` (and the status if `return_status`).
     """
+    if isinstance(pair, MatrixFactorization | SymmetricFactorization):
+        x, status = _matrix_limit(problem, pair, schedule, w0, tol, max_iter)
+        return _finish(x, status, return_status)
     problem, w0 = check_inputs(problem, pair, schedule, w0, "dual")
     a_inf = schedule.a_inf()
     n = problem.dim()
     can_interpolate = isinstance(problem, LeastSquares) and problem.Z.shape[0] <= n
-    can_penalise = isinstance(problem, (LeastSquares, Logistic))
+    can_penalise = isinstance(problem, LeastSquares | Logistic | MatrixSensing)
     finite = bool(np.isfinite(np.asarray(a_inf))) if is_concrete(a_inf) else None
     why_not_interp = (
         "the limit of a schedule that switches off needs a `jm.LeastSquares` problem with "
@@ -235,6 +239,10 @@ def implicit_bias(
     x, status = _implicit_bias(
         problem, pair, legendre, schedule, pair.g(w0), tol, max_iter, finite
     )
+    return _finish(x, status, return_status)
+
+
+def _finish(x, status, return_status):
     if return_status:
         return x, status
     return eqx.error_if(
@@ -243,6 +251,39 @@ def implicit_bias(
         "`implicit_bias` did not converge (pass return_status=True to inspect, or "
         "raise `max_iter`/loosen `tol`).",
     )
+
+
+def _matrix_limit(problem, pair, schedule, w0, tol, max_iter):
+    r"""Matrix pairs: the commuting reduction (switch-off) or the nuclear-norm limit."""
+    problem, w0 = check_inputs(problem, pair, schedule, w0, "parameter")
+    if not isinstance(problem, MatrixSensing):
+        raise ValueError(
+            f"`problem`: {type(pair).__name__} needs a jm.MatrixSensing problem, got "
+            f"{type(problem).__name__}."
+        )
+    a_inf = schedule.a_inf()
+    if not is_concrete(a_inf):
+        raise ValueError("`schedule`: matrix pairs need concrete schedule parameters.")
+    if np.isfinite(np.asarray(a_inf)):
+        reduction = pair.commuting_reduction(problem, w0)
+        z, status = implicit_bias(
+            reduction.problem,
+            reduction.pair,
+            schedule,
+            reduction.w0,
+            tol=tol,
+            max_iter=max_iter,
+            return_status=True,
+        )
+        return reduction.lift(z), status
+    iters = 200_000 if max_iter is None else max_iter
+    x0 = pair.g(w0)
+    return _penalised_jit(problem, pair, schedule.alpha_inf(), x0, tol, iters)
+
+
+@eqx.filter_jit
+def _penalised_jit(problem, pair, alpha, x0, tol, iters):
+    return _penalised_limit(problem, pair, alpha, x0.shape[0], x0.dtype, tol, iters)
 
 
 @eqx.filter_jit

@@ -108,6 +108,54 @@ class Logistic(AbstractProblem):
         return 0.25 * jnp.linalg.norm(self.Z, ord=2) ** 2
 
 
+class MatrixSensing(AbstractProblem):
+    r"""Matrix sensing $f(X) = \tfrac12\sum_i (\langle A_i, X\rangle - y_i)^2$ on $x = \operatorname{vec}(X)$.
+
+    **Arguments:**
+
+    - `A`: the measurement matrices, shape `(d, n1, n2)`.
+    - `y`: the measurements, shape `(d,)`.
+    """
+
+    A: Float[Array, "d n1 n2"]
+    y: Float[Array, " d"]
+
+    def __init__(self, A, y):
+        A = as_float_array(A)
+        if A.ndim != 3:
+            raise ValueError(f"`A` must have shape (d, n1, n2), got shape {A.shape}.")
+        self.A = check_finite("A", A)
+        _, self.y = _design(A.reshape(A.shape[0], -1), y)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.A.shape[1:]
+
+    def _flat(self):
+        return self.A.reshape(self.A.shape[0], -1)
+
+    def loss(self, x):
+        r = x @ self._flat().T - self.y
+        return 0.5 * jnp.dot(r, r)
+
+    def grad(self, x):
+        return (x @ self._flat().T - self.y) @ self._flat()
+
+    def dim(self):
+        return self.A.shape[1] * self.A.shape[2]
+
+    def lipschitz(self) -> Scalar:
+        r"""$\|\mathcal A\|_2^2$ for the measurement operator as a d x (n1 n2) matrix."""
+        return jnp.linalg.norm(self._flat(), ord=2) ** 2
+
+    def check_shape(self, shape) -> None:
+        if tuple(shape) != tuple(self.shape):
+            raise ValueError(
+                f"`problem`: measurements of shape {tuple(self.shape)} do not match the "
+                f"pair's matrix shape {tuple(shape)}."
+            )
+
+
 class Problem(AbstractProblem):
     """Any user loss: a callable `fn(x) -> scalar`, differentiated by JAX.
 

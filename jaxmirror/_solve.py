@@ -10,8 +10,13 @@ import numpy as np
 from jaxtyping import Array, Float, Int, PyTree
 
 from ._flows import dual_field, mirror_field, parameter_field
-from ._pairs import AbstractClosedFormPair, AbstractPair
-from ._problems import as_problem
+from ._pairs import (
+    AbstractClosedFormPair,
+    AbstractPair,
+    MatrixFactorization,
+    SymmetricFactorization,
+)
+from ._problems import as_problem, MatrixSensing
 from ._schedules import AbstractSchedule
 from ._validation import as_float_array, is_concrete
 
@@ -121,6 +126,13 @@ def check_inputs(problem, pair, schedule, w0, formulation):
             f"function (an `AbstractClosedFormPair`); {type(pair).__name__} has none. "
             "Use formulation='parameter'."
         )
+    if isinstance(problem, MatrixSensing) and isinstance(
+        pair, MatrixFactorization | SymmetricFactorization
+    ):
+        shape = (
+            pair.shape if isinstance(pair, MatrixFactorization) else (pair.n, pair.n)
+        )
+        problem.check_shape(shape)
     w0 = jax.tree_util.tree_map(as_float_array, w0)
     try:
         x_shape = jax.eval_shape(pair.g, w0)

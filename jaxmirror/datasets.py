@@ -30,3 +30,61 @@ def sparse_regression(
     x_star[support] = values + np.sign(values)
     y = Z @ x_star + noise * rng.standard_normal(d)
     return LeastSquares(jnp.asarray(Z), jnp.asarray(y)), x_star
+
+
+def _orthogonal(rng, n):
+    q, r = np.linalg.qr(rng.standard_normal((n, n)))
+    return q * np.sign(np.diag(r))[None, :]
+
+
+def commuting_sensing(
+    n: int = 10, d: int = 6, rank: int = 2, seed: int = 0, symmetric: bool = False
+):
+    r"""Commuting matrix sensing: $A_i = P\operatorname{diag}(a_i)Q^\top$, truth of rank `rank`.
+
+    All measurements share the singular bases P, Q (Q = P when `symmetric`), so with an
+    aligned initialisation the factorized flow is a diagonal pair on the singular values
+    (eigenvalues). The truth $X^* = P\operatorname{diag}(\sigma^*)Q^\top$ has `rank`
+    non-zero entries of size 1 to 2 (positive when `symmetric`).
+
+    **Returns:** `(problem, X_star, P, Q)` with `X_star` of shape (n, n).
+    """
+    from ._problems import MatrixSensing
+
+    if not (1 <= rank <= n and d >= 1):
+        raise ValueError(
+            f"`rank` must be in [1, n] and `d` >= 1, got rank={rank}, d={d}."
+        )
+    rng = np.random.default_rng(seed)
+    P = _orthogonal(rng, n)
+    Q = P if symmetric else _orthogonal(rng, n)
+    a = rng.standard_normal((d, n)) / np.sqrt(d)
+    A = np.einsum("ik,dk,jk->dij", P, a, Q)
+    sigma = np.zeros(n)
+    sigma[rng.choice(n, rank, replace=False)] = 1.0 + rng.uniform(size=rank)
+    if not symmetric:
+        sigma *= rng.choice([-1.0, 1.0], size=n)
+    X_star = (P * sigma[None, :]) @ Q.T
+    y = np.einsum("dij,ij->d", A, X_star)
+    return MatrixSensing(jnp.asarray(A), jnp.asarray(y)), X_star, P, Q
+
+
+def gaussian_sensing(
+    n1: int = 20, n2: int = 20, d: int = 120, rank: int = 2, seed: int = 0
+):
+    r"""Gaussian matrix sensing: $A_i$ with i.i.d. $N(0, 1/d)$ entries, a rank-`rank` truth
+    $X^* = L R^\top / \sqrt{\text{rank}}$ with Gaussian factors.
+
+    **Returns:** `(problem, X_star)` with `X_star` of shape (n1, n2).
+    """
+    from ._problems import MatrixSensing
+
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((d, n1, n2)) / np.sqrt(d)
+    X_star = (
+        rng.standard_normal((n1, rank))
+        @ rng.standard_normal((rank, n2))
+        / np.sqrt(rank)
+    )
+    y = np.einsum("dij,ij->d", A, X_star)
+    return MatrixSensing(jnp.asarray(A), jnp.asarray(y)), X_star

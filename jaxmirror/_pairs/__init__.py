@@ -1,7 +1,13 @@
 from ._base import (
     AbstractClosedFormPair as AbstractClosedFormPair,
     AbstractPair as AbstractPair,
+    AbstractPenalisedPair as AbstractPenalisedPair,
 )
 from ._diff_squares import DiffSquares as DiffSquares
 from ._hadamard import Hadamard as Hadamard
+from ._matrix import (
+    CommutingReduction as CommutingReduction,
+    MatrixFactorization as MatrixFactorization,
+    SymmetricFactorization as SymmetricFactorization,
+)
 from ._square import Square as Square

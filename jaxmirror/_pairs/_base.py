@@ -28,18 +28,13 @@ class AbstractPair(eqx.Module):
         """The regularizer `h(w)` (weight decay: half the squared norm)."""
 
 
-class AbstractClosedFormPair(AbstractPair):
-    r"""A pair whose time-varying Legendre function $R_a$ is known in closed form.
+class AbstractPenalisedPair(AbstractPair):
+    r"""A pair whose induced penalty $\rho(x) = \min\{h(w) : g(w) = x\}$ is known.
 
-    For such pairs (commuting, regular parameterizations) $x_t = g(w_t)$ follows
-    $\frac{d}{dt}\nabla R_{a_t}(x_t) = -\nabla f(x_t)$ with $a_t = -\int_0^t\alpha_s ds$.
-    With $\alpha$ held constant the flow instead minimises $f(x) + \alpha\,\rho(x)$, where
-    $\rho(x) = \min\{h(w) : g(w) = x\}$ is the induced `penalty`.
+    With constant weight decay $\alpha$ the flow tends to a minimiser of
+    $f(x) + \alpha\rho(x)$ (for pairs whose stationary points are global), which
+    `jm.implicit_bias` computes by proximal gradient.
     """
-
-    @abc.abstractmethod
-    def legendre(self, w0: Params) -> AbstractLegendre:
-        """The time-varying Legendre function fixed by the initialisation `w0`."""
 
     @abc.abstractmethod
     def penalty(self, x: Point) -> Scalar:
@@ -48,3 +43,15 @@ class AbstractClosedFormPair(AbstractPair):
     @abc.abstractmethod
     def penalty_prox(self, z: Point, step: ArrayLike) -> Point:
         r"""$\operatorname{prox}_{\tau\rho}(z) = \arg\min_x \tau\rho(x) + \tfrac12|x-z|^2$."""
+
+
+class AbstractClosedFormPair(AbstractPenalisedPair):
+    r"""A pair whose time-varying Legendre function $R_a$ is known in closed form.
+
+    For such pairs (commuting, regular parameterizations) $x_t = g(w_t)$ follows
+    $\frac{d}{dt}\nabla R_{a_t}(x_t) = -\nabla f(x_t)$ with $a_t = -\int_0^t\alpha_s ds$.
+    """
+
+    @abc.abstractmethod
+    def legendre(self, w0: Params) -> AbstractLegendre:
+        """The time-varying Legendre function fixed by the initialisation `w0`."""
