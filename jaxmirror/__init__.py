@@ -2,7 +2,7 @@
 
 import importlib.metadata
 
-from . import conventions as conventions, datasets as datasets
+from . import conventions as conventions, datasets as datasets, models as models
 from ._commute import lie_brackets as lie_brackets, LieBrackets as LieBrackets
 from ._compare import (
     compare_to_flow as compare_to_flow,
@@ -43,6 +43,7 @@ from ._pairs import (
     Square as Square,
     SymmetricFactorization as SymmetricFactorization,
 )
+from ._phase import phase_diagram as phase_diagram
 from ._problems import (
     AbstractProblem as AbstractProblem,
     LeastSquares as LeastSquares,

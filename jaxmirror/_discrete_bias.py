@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._implicit_bias import BiasStatus, constrained_limit
+from ._implicit_bias import BiasStatus, constrained_limit, default_tol
 from ._pairs import DiffSquares, Hadamard, Square
 from ._problems import LeastSquares
 from ._solve import check_inputs
@@ -65,7 +65,7 @@ def discrete_implicit_bias(
     lr,
     steps: int,
     gain_steps: int = 0,
-    tol: float = 1e-12,
+    tol: float | None = None,
     max_iter: int = 200,
     return_status: bool = False,
 ):
@@ -106,6 +106,7 @@ def discrete_implicit_bias(
             "`problem` must be a jm.LeastSquares with d <= n (the iterates interpolate)."
         )
     legendre = pair.legendre(w0)
+    tol = default_tol() if tol is None else tol
     x, status = _discrete_bias(
         problem,
         pair,

@@ -26,7 +26,12 @@ from jaxtyping import Array, Float, Int
 from ._pairs import MatrixFactorization, SymmetricFactorization
 from ._problems import LeastSquares, Logistic, MatrixSensing
 from ._solve import check_inputs
-from ._validation import is_concrete
+from ._validation import float_dtype, is_concrete
+
+
+def default_tol() -> float:
+    """max(1e-12, 100 eps) of the default floating dtype."""
+    return max(1e-12, 100 * float(jnp.finfo(float_dtype()).eps))
 
 
 class BiasStatus:
@@ -181,7 +186,7 @@ def implicit_bias(
     schedule,
     w0,
     *,
-    tol: float = 1e-12,
+    tol: float | None = None,
     max_iter: int | None = None,
     return_status: bool = False,
 ) -> Float[Array, " n"] | tuple[Float[Array, " n"], Int[Array, ""]]:
@@ -206,13 +211,15 @@ def implicit_bias(
     - `schedule`: the weight-decay schedule.
     - `w0`: the initial parameters.
     - `tol`: relative tolerance on the constraint residual (switch-off) or on the
-      proximal-gradient fixed point (constant).
+      proximal-gradient fixed point (constant); default `max(1e-12, 100 eps)` of the
+      dtype (1e-12 in float64, about 1e-5 in float32).
     - `max_iter`: iteration cap (default 200 Newton, 200,000 proximal iterations).
     - `return_status`: also return a status code (0 converged, 1 max iterations,
       2 non-finite); otherwise non-convergence raises, even under `jit`.
 
     **Returns:** $x_\infty$, shape `(n,)` (and the status if `return_status`).
     """
+    tol = default_tol() if tol is None else tol
     if isinstance(pair, MatrixFactorization | SymmetricFactorization):
         x, status = _matrix_limit(problem, pair, schedule, w0, tol, max_iter)
         return _finish(x, status, return_status)

@@ -34,7 +34,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ._flows import dual_field, mirror_field, parameter_field
-from ._implicit_bias import _implicit_bias
+from ._implicit_bias import _implicit_bias, default_tol
 from ._pairs import AbstractClosedFormPair
 from ._problems import as_problem, LeastSquares, Logistic
 from ._schedules import AbstractSchedule
@@ -622,7 +622,7 @@ def _run_chunk(
     )
     if can_predict:
         predicted, bias_status = _predict(
-            prob_c, pair, leg_c, sched_c, x0, 1e-12, regime, sub
+            prob_c, pair, leg_c, sched_c, x0, default_tol(), regime, sub
         )
         part["x_predicted"] = _gather(predicted)[:n]
         part["bias_status"] = _gather(bias_status)[:n]

@@ -21,9 +21,11 @@ def float_dtype():
 
 def as_float_array(x) -> Array:
     """Convert to an array of the default floating dtype (keeps tracers traced)."""
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = x.astype(float_dtype())
+    # Constants stay concrete even inside a jit trace, so their checks run eagerly.
+    with jax.ensure_compile_time_eval():
+        x = jnp.asarray(x)
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            x = x.astype(float_dtype())
     return x
 
 

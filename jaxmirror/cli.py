@@ -1,4 +1,5 @@
-"""The `jaxmirror` command: `demo`, `sweep CONFIG.yaml --out DIR [--resume]`, `plot DIR`."""
+"""The `jaxmirror` command: `demo`, `sweep CONFIG.yaml --out DIR [--resume]`, `plot DIR`,
+`reproduce NAME|all [--scale small|full] [--out DIR]`."""
 
 import argparse
 import pathlib
@@ -55,6 +56,13 @@ def _plot(args):
     return 0
 
 
+def _reproduce(args):
+    from .experiments.reproduce import reproduce
+
+    reproduce(args.name, scale=args.scale, out=args.out)
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="jaxmirror", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -68,6 +76,12 @@ def main(argv=None):
     plot.add_argument("--x", default="t_off")
     plot.add_argument("--y", default="alpha")
     plot.add_argument("--variable", default="recovery_error")
+    reproduce = sub.add_parser("reproduce", help="reproduce the paper's experiments")
+    reproduce.add_argument("name", help="sparse, matrix, attention, lora, vit or all")
+    reproduce.add_argument(
+        "--scale", choices=["tiny", "small", "full"], default="small"
+    )
+    reproduce.add_argument("--out", default="reproduce")
     args, rest = parser.parse_known_args(argv)
     if args.command == "demo":
         from . import demo
@@ -76,7 +90,8 @@ def main(argv=None):
         return 0
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    return _sweep(args) if args.command == "sweep" else _plot(args)
+    commands = {"sweep": _sweep, "plot": _plot, "reproduce": _reproduce}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

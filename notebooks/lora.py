@@ -1,0 +1,40 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # LoRA: adapter rank
+#
+# Runs `jaxmirror reproduce lora`: at `full` scale on an accelerator, `small` on a CPU
+# (override with the environment variable `JAXMIRROR_SCALE=tiny|small|full`).
+
+# %%
+import pathlib
+
+import jax
+
+
+jax.config.update("jax_enable_x64", True)
+from IPython.display import Image, Markdown, display
+
+from jaxmirror.experiments._common import default_scale
+from jaxmirror.experiments.reproduce import reproduce
+
+
+scale = default_scale()
+print("backend:", jax.default_backend(), "| scale:", scale)
+
+# %%
+out = reproduce("lora", scale=scale, out=pathlib.Path("reproduce"))
+display(Markdown((out / "lora.md").read_text()))
+for path in sorted(out.glob("lora*.png")):
+    display(Image(filename=str(path)))
