@@ -73,6 +73,12 @@ def _t(t: RealScalarLike) -> Array:
     return as_float_array(t)
 
 
+def _check_increasing(name, times):
+    return check(
+        name, times, lambda b: jnp.all(jnp.diff(b, axis=-1) > 0), "strictly increasing"
+    )
+
+
 def _piecewise_edges(boundaries):
     zero = jnp.zeros_like(boundaries[..., :1])
     lo = jnp.concatenate([zero, boundaries], axis=-1)
@@ -184,12 +190,7 @@ class PiecewiseConstant(AbstractSchedule):
                 f"got {values.shape[-1]} values for {boundaries.shape[-1]} boundaries."
             )
         boundaries = check_nonnegative("boundaries", boundaries)
-        self.boundaries = check(
-            "boundaries",
-            boundaries,
-            lambda b: jnp.all(jnp.diff(b, axis=-1) > 0),
-            "strictly increasing",
-        )
+        self.boundaries = _check_increasing("boundaries", boundaries)
         self.values = check_nonnegative("values", values)
 
     def __call__(self, t):
@@ -368,12 +369,7 @@ class PiecewiseSwitchOff(AbstractSchedule):
                 f"{raw.shape} and {boundaries.shape}."
             )
         boundaries = check_positive("boundaries", boundaries)
-        self.boundaries = check(
-            "boundaries",
-            boundaries,
-            lambda b: jnp.all(jnp.diff(b, axis=-1) > 0),
-            "strictly increasing",
-        )
+        self.boundaries = _check_increasing("boundaries", boundaries)
         self.raw = check("raw", raw, jnp.isfinite, "finite")
         self.learn_boundaries = learn_boundaries
 

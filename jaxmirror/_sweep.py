@@ -503,6 +503,9 @@ def sweep(
         and (regime is not None or isinstance(problem, LeastSquares))
     )
 
+    settings = _ChunkSettings(
+        t1, formulation, strategy, solver, rtol, atol, max_steps, can_predict, regime
+    )
     start = time.perf_counter()
     parts, resumed = [], 0
     for index in range(n_chunks):
@@ -523,17 +526,9 @@ def sweep(
             hi,
             chunk,
             mesh,
-            t1,
-            formulation,
-            strategy,
-            solver,
-            rtol,
-            atol,
-            max_steps,
-            can_predict,
-            regime,
+            settings,
         )
-        dataset = _to_dataset(part, coords, truth, lo, hi, problem)
+        dataset = _to_dataset(part, coords, truth, lo, hi)
         if path is not None and writer:
             _atomic_write(dataset, path)
         parts.append(dataset)
@@ -544,6 +539,21 @@ def sweep(
     if out_dir is not None and writer:
         _atomic_write(result, out_dir / "results.nc")
     return result
+
+
+@dataclasses.dataclass(frozen=True)
+class _ChunkSettings:
+    """What every chunk of one sweep is solved with."""
+
+    t1: object
+    formulation: str
+    strategy: str
+    solver: object
+    rtol: float
+    atol: float
+    max_steps: int
+    predict: bool
+    regime: bool | None
 
 
 def _run_chunk(
@@ -557,16 +567,9 @@ def _run_chunk(
     hi,
     chunk,
     mesh,
-    t1,
-    formulation,
-    strategy,
-    solver,
-    rtol,
-    atol,
-    max_steps,
-    can_predict,
-    regime,
+    settings: _ChunkSettings,
 ):
+    s = settings
     index = np.arange(lo, hi)
     size = chunk
     sub = _Layout(size, layout.w0, layout.problem)
@@ -577,9 +580,9 @@ def _run_chunk(
     leg_c = None
     if legendres_all is not None:
         leg_c = _shard(take(legendres_all, layout.w0), layout.w0, mesh)
-    leg_for_solve = None if formulation == "parameter" else leg_c
+    leg_for_solve = None if s.formulation == "parameter" else leg_c
     done = False
-    if strategy == "batched":
+    if s.strategy == "batched":
         jumps = sched_c.jump_ts()
         jump_ts = None if jumps is None else jnp.asarray(np.unique(np.asarray(jumps)))
         xs, status, steps, ok = _solve_batched(
@@ -588,13 +591,13 @@ def _run_chunk(
             leg_for_solve,
             sched_c,
             w0_c,
-            t1,
-            formulation,
+            s.t1,
+            s.formulation,
             jump_ts,
-            solver,
-            rtol,
-            atol,
-            max_steps,
+            s.solver,
+            s.rtol,
+            s.atol,
+            s.max_steps,
             sub,
         )
         done = bool(ok)
@@ -605,12 +608,12 @@ def _run_chunk(
             leg_for_solve,
             sched_c,
             w0_c,
-            t1,
-            formulation,
-            solver,
-            rtol,
-            atol,
-            max_steps,
+            s.t1,
+            s.formulation,
+            s.solver,
+            s.rtol,
+            s.atol,
+            s.max_steps,
             sub,
         )
     x0 = jax.vmap(pair.g)(w0_c) if layout.w0 else pair.g(w0_c)
@@ -620,9 +623,9 @@ def _run_chunk(
         status=_gather(status)[:n],
         num_steps=_gather(steps)[:n],
     )
-    if can_predict:
+    if s.predict:
         predicted, bias_status = _predict(
-            prob_c, pair, leg_c, sched_c, x0, default_tol(), regime, sub
+            prob_c, pair, leg_c, sched_c, x0, default_tol(), s.regime, sub
         )
         part["x_predicted"] = _gather(predicted)[:n]
         part["bias_status"] = _gather(bias_status)[:n]
@@ -633,7 +636,7 @@ def _run_chunk(
     return part
 
 
-def _to_dataset(part, coords, truth, lo, hi, problem):
+def _to_dataset(part, coords, truth, lo, hi):
     import xarray as xr
 
     data = {

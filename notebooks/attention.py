@@ -24,7 +24,7 @@ import jax
 
 
 jax.config.update("jax_enable_x64", True)
-from IPython.display import Image, Markdown, display
+from IPython.display import display, Image, Markdown
 
 from jaxmirror.experiments._common import default_scale
 from jaxmirror.experiments.reproduce import reproduce

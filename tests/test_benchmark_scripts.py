@@ -1,0 +1,44 @@
+"""The benchmark scripts run (tiny presets): the GPU sweep script is tested on the CPU."""
+
+import pathlib
+import subprocess
+import sys
+
+
+BENCHMARKS = pathlib.Path(__file__).parents[1] / "benchmarks"
+
+
+def _run(*args):
+    result = subprocess.run(
+        [sys.executable, *args],
+        cwd=BENCHMARKS,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_sweep_benchmark_smoke_preset():
+    out = _run("sweep.py", "--preset", "smoke", "--t1", "20")
+    assert "jaxmirror sweep (batched, parameter)" in out
+    assert "scipy solve_ivp RK45 loop" in out
+    assert "GEMM peak" in out
+
+
+def test_discrete_speed_benchmark_small():
+    out = _run(
+        "discrete_speed.py",
+        "--configs",
+        "8",
+        "--steps",
+        "200",
+        "--loop-configs",
+        "1",
+        "--loop-steps",
+        "20",
+        "--dtype",
+        "float64",
+    )
+    assert "jaxmirror vmap(train) scan" in out and "Python loop" in out
