@@ -379,8 +379,10 @@ def sweep(
     - `labels`: extra per-configuration coordinates (e.g. `seed`, `scale`), each `(K,)`.
     - `formulation`: as for `jm.solve` (default `"dual"`).
     - `strategy`: `"vmap"`, `"batched"` or `"auto"` (see the module docstring; `"auto"`
-      picks `"batched"` for the closed-form formulations on CPU, `"vmap"` otherwise,
-      from `benchmarks/sweep.py`).
+      picks `"batched"` for the parameter formulation on CPU and `"vmap"` otherwise,
+      as measured by `benchmarks/sweep.py`: on CPU the parameter formulation's batched
+      state is the fastest, while the dual formulation's transcendental functions make
+      its shared-step batch slower than independent solves).
     - `chunk_size`: configurations per chunk (memory stays bounded by it; default
       min(K, 4096)), rounded up to a multiple of the device count.
     - `out`: a directory: chunks are written there as they finish (netCDF), with
@@ -444,7 +446,7 @@ def sweep(
             )
     if strategy == "auto":
         on_cpu = jax.default_backend() == "cpu"
-        strategy = "batched" if (on_cpu and formulation != "parameter") else "vmap"
+        strategy = "batched" if (on_cpu and formulation == "parameter") else "vmap"
     mesh, n_devices = _devices_mesh()
     chunk = min(K, 4096) if chunk_size is None else int(chunk_size)
     if chunk <= 0:
