@@ -151,27 +151,6 @@ def test_vmap_over_mixed_schedules():
     np.testing.assert_allclose(batched, np.stack(loop), rtol=0, atol=1e-12)
 
 
-def test_gradients_match_finite_differences():
-    """Implicit differentiation through the dual Newton solve, against central FD."""
-    pair = jm.Hadamard()
-    problem, w0, x_star = random_instance(jax.random.PRNGKey(1), pair)
-
-    def error(params):
-        alpha, t_off, scale = params
-        w = pair.init(jnp.zeros(12), scale=scale)
-        x = jm.implicit_bias(problem, pair, jm.SwitchOff(alpha, t_off), w)
-        return jnp.sum((x - x_star) ** 2)
-
-    params = jnp.array([0.1, 4.0, 0.7])
-    grad = jax.grad(error)(params)
-    eps = 1e-5
-    fd = [
-        (error(params + eps * e) - error(params - eps * e)) / (2 * eps)
-        for e in jnp.eye(3)
-    ]
-    np.testing.assert_allclose(grad, fd, rtol=1e-5)
-
-
 def test_bad_problems_raise():
     pair = jm.Hadamard()
     w0 = pair.init(jnp.zeros(3), scale=1.0)
