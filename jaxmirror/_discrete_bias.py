@@ -30,9 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._implicit_bias import BiasStatus, constrained_limit, default_tol
+from ._implicit_bias import BiasStatus, can_interpolate, constrained_limit, default_tol
 from ._pairs import DiffSquares, Hadamard, Square
-from ._problems import LeastSquares
 from ._solve import check_inputs
 from ._validation import as_float_array, is_concrete
 
@@ -101,7 +100,7 @@ def discrete_implicit_bias(
     if is_concrete(lr) and not (np.isfinite(lr) and float(lr) > 0):
         raise ValueError(f"`lr` must be finite and > 0, got {float(lr)}.")
     problem, w0 = check_inputs(problem, pair, schedule, w0, "dual")
-    if not (isinstance(problem, LeastSquares) and problem.Z.shape[0] <= problem.dim()):
+    if not can_interpolate(problem):
         raise ValueError(
             "`problem` must be a jm.LeastSquares with d <= n (the iterates interpolate)."
         )

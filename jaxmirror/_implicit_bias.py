@@ -29,6 +29,17 @@ from ._solve import check_inputs
 from ._validation import float_dtype, is_concrete
 
 
+def can_interpolate(problem) -> bool:
+    """Least squares with d <= n (Z may carry a leading batch axis): the flow interpolates,
+    so a schedule that switches off has the constrained limit."""
+    return isinstance(problem, LeastSquares) and problem.Z.shape[-2] <= problem.dim()
+
+
+def can_penalise(problem) -> bool:
+    """A loss with a known gradient Lipschitz constant: the constant-decay limit exists."""
+    return isinstance(problem, LeastSquares | Logistic | MatrixSensing)
+
+
 def default_tol() -> float:
     """max(1e-12, 100 eps) of the default floating dtype."""
     return max(1e-12, 100 * float(jnp.finfo(float_dtype()).eps))
@@ -225,22 +236,20 @@ def implicit_bias(
         return _finish(x, status, return_status)
     problem, w0 = check_inputs(problem, pair, schedule, w0, "dual")
     a_inf = schedule.a_inf()
-    n = problem.dim()
-    can_interpolate = isinstance(problem, LeastSquares) and problem.Z.shape[0] <= n
-    can_penalise = isinstance(problem, LeastSquares | Logistic | MatrixSensing)
+    interpolates, penalisable = can_interpolate(problem), can_penalise(problem)
     finite = bool(np.isfinite(np.asarray(a_inf))) if is_concrete(a_inf) else None
     why_not_interp = (
         "the limit of a schedule that switches off needs a `jm.LeastSquares` problem with "
         "at most as many measurements as unknowns (d <= n), so that the flow interpolates"
     )
-    if finite is True and not can_interpolate:
+    if finite is True and not interpolates:
         raise ValueError(f"`problem`: {why_not_interp}.")
-    if finite is False and not can_penalise:
+    if finite is False and not penalisable:
         raise ValueError(
             "`problem`: the constant-weight-decay limit needs a problem with a known "
             "gradient Lipschitz constant (`jm.LeastSquares` or `jm.Logistic`)."
         )
-    if finite is None and not (can_interpolate and can_penalise):
+    if finite is None and not (interpolates and penalisable):
         raise ValueError(f"`problem`: under tracing, {why_not_interp}.")
     legendre = pair.legendre(w0)
     x, status = _implicit_bias(

@@ -34,7 +34,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ._flows import dual_field, mirror_field, parameter_field
-from ._implicit_bias import _implicit_bias, default_tol
+from ._implicit_bias import _implicit_bias, can_interpolate, can_penalise, default_tol
 from ._pairs import AbstractClosedFormPair
 from ._problems import as_problem, LeastSquares, Logistic
 from ._schedules import AbstractSchedule
@@ -491,20 +491,14 @@ def sweep(
         if np.all(np.isfinite(a_inf))
         else (False if not np.any(np.isfinite(a_inf)) else None)
     )
-    can_predict = (
-        predict
-        and closed
-        and (
-            regime is not True
-            or (
-                isinstance(problem, LeastSquares)
-                and problem.Z.shape[-2] <= problem.dim()
-            )
-        )
-        and (regime is not False or isinstance(problem, LeastSquares | Logistic))
-        and (regime is not None or isinstance(problem, LeastSquares))
-    )
-
+    # Which limit each configuration has decides what implicit_bias can predict;
+    # a batch mixing both regimes computes both (lax.cond under vmap).
+    predictable = {
+        True: can_interpolate(problem),
+        False: can_penalise(problem),
+        None: isinstance(problem, LeastSquares),
+    }[regime]
+    can_predict = predict and closed and predictable
     settings = _ChunkSettings(
         t1, formulation, strategy, solver, rtol, atol, max_steps, can_predict, regime
     )
