@@ -33,10 +33,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ._flows import dual_field, mirror_field, parameter_field
+from ._flows import (
+    dual_field,
+    mirror_field,
+    parameter_field,
+    rowspace_field,
+    rowspace_point,
+)
 from ._implicit_bias import _implicit_bias, can_interpolate, can_penalise, default_tol
 from ._pairs import AbstractClosedFormPair
-from ._problems import as_problem, LeastSquares, Logistic
+from ._problems import AbstractLinearProblem, as_problem, LeastSquares, Logistic
 from ._schedules import AbstractSchedule
 from ._solve import _solve, check_inputs, FORMULATIONS, Status
 from ._validation import as_float_array, is_concrete
@@ -163,17 +169,23 @@ def _solve_batched(
     elif formulation == "mirror":
         field, y0 = mirror_field, x0
     else:
-        field = dual_field
-        y0 = jax.vmap(
+        theta0 = jax.vmap(
             lambda leg, x: leg.grad(x, jnp.zeros((), x.dtype)), in_axes=(in_leg, 0)
         )(legendres, x0)
+        field, y0 = dual_field, theta0
+    if formulation == "parameter":
+        args, args_axes = (problem, pair, schedules), (in_problem, None, 0)
+    elif formulation == "rowspace":
+        field = rowspace_field
+        args = (problem, legendres, schedules, theta0)
+        args_axes = (in_problem, in_leg, 0, 0)
+        d = problem.design().shape[-2]
+        y0 = jnp.zeros((layout.size, d), theta0.dtype)
+    else:
+        args, args_axes = (problem, legendres, schedules), (in_problem, in_leg, 0)
 
     def batched_field(t, y, _):
-        if formulation == "parameter":
-            in_axes = (None, 0, (in_problem, None, 0))
-            return jax.vmap(field, in_axes=in_axes)(t, y, (problem, pair, schedules))
-        in_axes = (None, 0, (in_problem, in_leg, 0))
-        return jax.vmap(field, in_axes=in_axes)(t, y, (problem, legendres, schedules))
+        return jax.vmap(field, in_axes=(None, 0, args_axes))(t, y, args)
 
     controller = dfx.PIDController(rtol=rtol, atol=atol, norm=_max_rms_norm)
     if jump_ts is not None:
@@ -195,6 +207,8 @@ def _solve_batched(
         xs = jax.vmap(pair.g)(y1)
     elif formulation == "mirror":
         xs = y1
+    elif formulation == "rowspace":
+        xs = jax.vmap(rowspace_point, in_axes=(0, None, args_axes))(y1, t1, args)
     else:
         a1 = jax.vmap(lambda s: s.a(t1))(schedules)
         xs = jax.vmap(
@@ -353,7 +367,7 @@ def sweep(
     *,
     truth=None,
     labels: Mapping[str, np.ndarray] | None = None,
-    formulation: str = "dual",
+    formulation: str = "auto",
     strategy: str = "auto",
     chunk_size: int | None = None,
     out: str | os.PathLike | None = None,
@@ -377,7 +391,10 @@ def sweep(
     - `t1`: the final time.
     - `truth`: optional ground truth x*, shape `(n,)` or `(K, n)`: adds recovery errors.
     - `labels`: extra per-configuration coordinates (e.g. `seed`, `scale`), each `(K,)`.
-    - `formulation`: as for `jm.solve` (default `"dual"`).
+    - `formulation`: as for `jm.solve`, or `"auto"` (default): `"rowspace"` for a
+      closed-form pair and a loss of the predictions (least squares, logistic, matrix
+      sensing), `"dual"` for other losses, `"parameter"` for pairs without a closed
+      form.
     - `strategy`: `"vmap"`, `"batched"` or `"auto"` (see the module docstring; `"auto"`
       picks `"batched"` for the parameter formulation on CPU and `"vmap"` otherwise,
       as measured by `benchmarks/sweep.py`: on CPU the parameter formulation's batched
@@ -408,9 +425,10 @@ def sweep(
     problem = as_problem(problem)
     if strategy not in STRATEGIES:
         raise ValueError(f"`strategy` must be one of {STRATEGIES}, got {strategy!r}.")
-    if formulation not in FORMULATIONS:
+    if formulation != "auto" and formulation not in FORMULATIONS:
         raise ValueError(
-            f"`formulation` must be one of {FORMULATIONS}, got {formulation!r}."
+            f"`formulation` must be 'auto' or one of {FORMULATIONS}, got "
+            f"{formulation!r}."
         )
     if not isinstance(schedules, AbstractSchedule):
         raise TypeError(
@@ -422,6 +440,12 @@ def sweep(
     first_problem, first_schedule, first_w0 = _element(
         problem, schedules, w0, layout, 0
     )
+    closed = isinstance(pair, AbstractClosedFormPair)
+    if formulation == "auto":
+        linear = isinstance(problem, AbstractLinearProblem)
+        formulation = (
+            ("rowspace" if linear else "dual") if closed else "parameter"
+        )
     check_inputs(first_problem, pair, first_schedule, first_w0, formulation)
     if not is_concrete(schedules, w0, problem):
         raise ValueError(
@@ -430,7 +454,6 @@ def sweep(
     t1 = as_float_array(t1)
     if not (np.isfinite(t1) and float(t1) > 0):
         raise ValueError(f"`t1` must be finite and > 0, got {float(t1)}.")
-    closed = isinstance(pair, AbstractClosedFormPair)
     legendres_all = pair.legendre(w0) if closed else None  # raises on degenerate w0
     if labels is not None:
         for name, value in labels.items():

@@ -41,6 +41,17 @@ PROBLEM = jm.LeastSquares(Z, y)
         ),
         (
             lambda: jm.solve(
+                lambda x: jnp.sum(x**2),
+                PAIR,
+                jm.SwitchOff(0.1, 1.0),
+                W0,
+                t1=1.0,
+                formulation="rowspace",
+            ),
+            "`formulation='rowspace'` needs a loss of the predictions",
+        ),
+        (
+            lambda: jm.solve(
                 PROBLEM,
                 PAIR,
                 jm.SwitchOff(0.1, 1.0),

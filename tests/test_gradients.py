@@ -35,7 +35,7 @@ def _instance():
     return problem, pair, x_star
 
 
-@pytest.mark.parametrize("formulation", ["parameter", "dual"])
+@pytest.mark.parametrize("formulation", ["parameter", "dual", "rowspace"])
 def test_solve_gradients_in_alpha_t_off_and_scale(formulation):
     problem, pair, x_star = _instance()
 

@@ -148,3 +148,25 @@ def test_derivative_in_a_is_finite_and_exact(log_c):
         z = mpmath.mpf(float(x)) / c
         expected.append(float(-z / mpmath.sqrt(1 + z**2)))
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-300)
+
+
+@pytest.mark.parametrize("log_c", [-700.0, -40.0, 0.0, 5.0])
+def test_inverse_map_derivatives_against_mpmath(log_c):
+    r"""d/dtheta c sinh(k theta) = k c cosh(k theta) and d/da = 2 c sinh(k theta), also at
+    theta = 0, where a formula through sign(theta) and |theta| would give 0.
+
+    The dual and rowspace flows start at theta = 0 for x0 = 0, so their gradients with
+    respect to the initial scale go through this derivative.
+    """
+    leg = jm.HyperbolicEntropy(log_c0=jnp.full(5, log_c), k=2.0)
+    thetas = jnp.array([0.0, -1e-9, 0.3, -4.0, 60.0])
+    a = jnp.asarray(-0.25)
+    got_theta = jax.vmap(jax.grad(lambda t: leg.grad_inverse(t[None], a)[0]))(thetas)
+    _, got_a = jax.jvp(lambda a_: leg.grad_inverse(thetas, a_), (a,), (jnp.array(1.0),))
+    mpmath.mp.dps = 50
+    c = mpmath.exp(mpmath.mpf(log_c) + 2 * mpmath.mpf(float(a)))
+    ts = [mpmath.mpf(float(t)) for t in np.asarray(thetas)]
+    expected_theta = [float(2 * c * mpmath.cosh(2 * t)) for t in ts]
+    expected_a = [float(2 * c * mpmath.sinh(2 * t)) for t in ts]
+    np.testing.assert_allclose(got_theta, expected_theta, rtol=1e-12)
+    np.testing.assert_allclose(got_a, expected_a, rtol=1e-12, atol=1e-300)

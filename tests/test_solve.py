@@ -1,4 +1,4 @@
-"""`solve`: three formulations, an independent integral identity, scipy, batching, status."""
+"""`solve`: four formulations, an independent integral identity, scipy, batching, status."""
 
 import diffrax as dfx
 import equinox as eqx
@@ -13,7 +13,7 @@ import jaxmirror as jm
 from .helpers import CLOSED_FORM_PAIRS, PAIR_IDS, random_instance
 
 
-# Tight solver tolerances: the three formulations are integrated to ~1e-12, so they must
+# Tight solver tolerances: the four formulations are integrated to ~1e-12, so they must
 # agree to 1e-8 relative with a wide margin for error growth over the horizon.
 TIGHT = dict(solver=dfx.Dopri8(), rtol=1e-12, atol=1e-12, max_steps=200_000)
 TIMES = jnp.array([0.5, 2.0, 3.0, 5.0, 12.0, 30.0])
@@ -28,13 +28,13 @@ def test_formulations_agree(pair, seed):
         f: jm.solve(
             problem, pair, schedule, w0, t1=30.0, saveat=TIMES, formulation=f, **TIGHT
         )
-        for f in ("parameter", "mirror", "dual")
+        for f in ("parameter", "mirror", "dual", "rowspace")
     }
     for f, sol in sols.items():
         assert int(sol.status) == jm.Status.SUCCESS, f
     ref = np.asarray(sols["parameter"].xs)
     scale = np.max(np.abs(ref), axis=1, keepdims=True)
-    for f in ("mirror", "dual"):
+    for f in ("mirror", "dual", "rowspace"):
         rel = np.max(np.abs(np.asarray(sols[f].xs) - ref) / scale)
         assert rel <= 1e-8, f"{f} vs parameter: max relative difference {rel:.2e}"
 
@@ -211,7 +211,7 @@ def test_logistic_gradient_and_flow(getkey):
     y = jnp.sign(jax.random.normal(getkey(), (8,)))
     problem = jm.Logistic(Z, y)
     x = jax.random.normal(getkey(), (5,))
-    eps = 1e-6
+    eps = 1e-5  # truncation ~eps^2, roundoff ~1e-16 |f| / eps: both << 1e-9
     fd = jnp.array(
         [
             (problem.loss(x + eps * e) - problem.loss(x - eps * e)) / (2 * eps)
@@ -239,3 +239,51 @@ def test_callable_problem():
         t1=50.0,
     )
     np.testing.assert_allclose(sol.x_final, target, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kind", ["logistic", "matrix_sensing", "batched_over_x0"], ids=str
+)
+def test_rowspace_formulation_matches_dual(kind, getkey):
+    """The row-space flow (d coordinates) and the dual flow (n coordinates) agree for
+    every loss of the predictions, and under vmap over initialisations."""
+    pair = jm.Hadamard()
+    if kind == "logistic":
+        Z = jax.random.normal(getkey(), (6, 15))
+        labels = jnp.where(jax.random.normal(getkey(), (6,)) > 0, 1.0, -1.0)
+        problem = jm.Logistic(Z, labels)
+    else:
+        A = jax.random.normal(getkey(), (7, 3, 4)) / jnp.sqrt(7.0)
+        problem = jm.MatrixSensing(A, jax.random.normal(getkey(), (7,)))
+    n = problem.dim()
+    schedule = jm.SwitchOff(0.1, 2.0)
+
+    def both(x0):
+        w0 = pair.init(x0, 0.7)
+        return [
+            jm.solve(problem, pair, schedule, w0, t1=15.0, saveat=TIMES[:5],
+                     formulation=f, **TIGHT).xs
+            for f in ("dual", "rowspace")
+        ]
+
+    if kind == "batched_over_x0":
+        dual, row = jax.vmap(both)(0.3 * jax.random.normal(getkey(), (3, n)))
+    else:
+        dual, row = both(0.3 * jax.random.normal(getkey(), (n,)))
+    np.testing.assert_allclose(row, dual, rtol=1e-8, atol=1e-10)
+
+
+def test_rowspace_state_is_the_integral_of_the_prediction_gradient():
+    r"""theta_t - theta_0 = D^T mu_t: the dual flow's mirror coordinate stays in the row
+    space, and mu is recovered by least squares from an independent dual solve."""
+    pair = jm.DiffSquares()
+    problem, w0, _ = random_instance(jax.random.PRNGKey(3), pair)
+    schedule = jm.LinearDecay(0.3, 6.0)
+    leg = pair.legendre(w0)
+    dual = jm.solve(problem, pair, schedule, w0, t1=10.0, saveat=TIMES[:4],
+                    formulation="dual", **TIGHT)
+    thetas = jax.vmap(leg.grad)(dual.xs, jax.vmap(schedule.a)(TIMES[:4]))
+    shift = thetas - leg.grad(pair.g(w0), 0.0)[None]
+    D = np.asarray(problem.design())
+    mu, *_ = np.linalg.lstsq(D.T, np.asarray(shift).T, rcond=None)
+    np.testing.assert_allclose(D.T @ mu, np.asarray(shift).T, atol=1e-9)

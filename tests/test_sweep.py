@@ -35,8 +35,11 @@ def _instance():
     return problem, pair, pair.init(jnp.zeros(30), scale=1.0), x_star
 
 
-@pytest.mark.parametrize("strategy", ["vmap", "batched"])
-def test_sweep_equals_single_solves(strategy):
+@pytest.mark.parametrize(
+    "strategy, formulation",
+    [("vmap", "auto"), ("batched", "auto"), ("vmap", "dual"), ("batched", "parameter")],
+)
+def test_sweep_equals_single_solves(strategy, formulation):
     problem, pair, w0, x_star = _instance()
     axes = jm.grid(alpha=np.array([0.0, 0.05, 0.2]), t_off=np.array([2.0, 6.0]))
     schedules = jm.SwitchOff(**axes)
@@ -48,6 +51,7 @@ def test_sweep_equals_single_solves(strategy):
         40.0,
         truth=x_star,
         strategy=strategy,
+        formulation=formulation,
         chunk_size=4,
         progress=False,
         rtol=1e-10,
@@ -55,6 +59,9 @@ def test_sweep_equals_single_solves(strategy):
     )
     assert ds.x_final.shape == (6, 30)
     np.testing.assert_array_equal(ds.alpha.values, axes["alpha"])
+    # "auto" integrates the d = 12 row-space coordinates for least squares.
+    used = "rowspace" if formulation == "auto" else formulation
+    assert ds.attrs["formulation"] == used
     for i in range(6):
         single = jm.solve(
             problem,
@@ -64,6 +71,7 @@ def test_sweep_equals_single_solves(strategy):
             t1=40.0,
             rtol=1e-10,
             atol=1e-12,
+            formulation=used,
         )
         # vmap: the same computation; batched: a shared step-size sequence, still
         # within the tolerance.
@@ -106,6 +114,7 @@ def test_batched_initialisations_and_labels():
             t1=30.0,
             rtol=1e-6,
             atol=1e-9,
+            formulation=ds.attrs["formulation"],
         )
         np.testing.assert_allclose(ds.x_final.values[i], single.x_final, atol=1e-12)
 
