@@ -397,9 +397,10 @@ def sweep(
       form.
     - `strategy`: `"vmap"`, `"batched"` or `"auto"` (see the module docstring; `"auto"`
       picks `"batched"` for the parameter formulation on CPU and `"vmap"` otherwise,
-      as measured by `benchmarks/sweep.py`: on CPU the parameter formulation's batched
-      state is the fastest, while the dual formulation's transcendental functions make
-      its shared-step batch slower than independent solves).
+      as measured by `benchmarks/sweep.py`: with the row-space formulation, independent
+      solves (each configuration takes its own ~550 steps) beat one shared-step batch
+      (~890 steps, cut at every configuration's switch-off time); the parameter
+      formulation's elementwise field is cheap enough that its batch wins).
     - `chunk_size`: configurations per chunk (memory stays bounded by it; default
       min(K, 4096)), rounded up to a multiple of the device count.
     - `out`: a directory: chunks are written there as they finish (netCDF), with
