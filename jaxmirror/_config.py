@@ -12,7 +12,7 @@ schedule:
     alpha: [0.0, 0.1, 32]
     t_off: [10.0, 100.0, 32]
 t1: 200.0
-solver: {formulation: dual, rtol: 1.0e-6, atol: 1.0e-9, max_steps: 100000}
+solver: {formulation: auto, rtol: 1.0e-6, atol: 1.0e-9, max_steps: 100000}  # auto | rowspace | dual | mirror | parameter
 sweep: {strategy: auto, chunk_size: 256}
 precision: float64             # float64 | float32
 ```

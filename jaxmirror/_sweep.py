@@ -444,9 +444,7 @@ def sweep(
     closed = isinstance(pair, AbstractClosedFormPair)
     if formulation == "auto":
         linear = isinstance(problem, AbstractLinearProblem)
-        formulation = (
-            ("rowspace" if linear else "dual") if closed else "parameter"
-        )
+        formulation = ("rowspace" if linear else "dual") if closed else "parameter"
     check_inputs(first_problem, pair, first_schedule, first_w0, formulation)
     if not is_concrete(schedules, w0, problem):
         raise ValueError(

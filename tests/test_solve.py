@@ -261,8 +261,16 @@ def test_rowspace_formulation_matches_dual(kind, getkey):
     def both(x0):
         w0 = pair.init(x0, 0.7)
         return [
-            jm.solve(problem, pair, schedule, w0, t1=15.0, saveat=TIMES[:5],
-                     formulation=f, **TIGHT).xs
+            jm.solve(
+                problem,
+                pair,
+                schedule,
+                w0,
+                t1=15.0,
+                saveat=TIMES[:5],
+                formulation=f,
+                **TIGHT,
+            ).xs
             for f in ("dual", "rowspace")
         ]
 
@@ -280,8 +288,16 @@ def test_rowspace_state_is_the_integral_of_the_prediction_gradient():
     problem, w0, _ = random_instance(jax.random.PRNGKey(3), pair)
     schedule = jm.LinearDecay(0.3, 6.0)
     leg = pair.legendre(w0)
-    dual = jm.solve(problem, pair, schedule, w0, t1=10.0, saveat=TIMES[:4],
-                    formulation="dual", **TIGHT)
+    dual = jm.solve(
+        problem,
+        pair,
+        schedule,
+        w0,
+        t1=10.0,
+        saveat=TIMES[:4],
+        formulation="dual",
+        **TIGHT,
+    )
     thetas = jax.vmap(leg.grad)(dual.xs, jax.vmap(schedule.a)(TIMES[:4]))
     shift = thetas - leg.grad(pair.g(w0), 0.0)[None]
     D = np.asarray(problem.design())
