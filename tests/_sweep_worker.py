@@ -12,6 +12,9 @@ parser.add_argument("--resume", action="store_true")
 parser.add_argument("--save", required=True)
 parser.add_argument("--chunk-size", type=int, default=8)
 parser.add_argument("--slow", action="store_true", help="sleep after each chunk")
+parser.add_argument("--processes", type=int, default=1, help="jax.distributed processes")
+parser.add_argument("--process-id", type=int, default=0)
+parser.add_argument("--port", type=int, default=0, help="the coordinator's port")
 args = parser.parse_args()
 os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
 
@@ -19,6 +22,13 @@ import jax
 
 
 jax.config.update("jax_enable_x64", True)
+if args.processes > 1:
+    # Several "hosts" on one machine: JAX's own distributed runtime, CPU collectives
+    # over gloo; each process holds `devices` of the global devices.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        f"localhost:{args.port}", num_processes=args.processes, process_id=args.process_id
+    )
 
 import jax.numpy as jnp
 import numpy as np
@@ -27,7 +37,7 @@ import jaxmirror as jm
 import jaxmirror._sweep as sweep_module
 
 
-assert len(jax.devices()) == args.devices
+assert len(jax.devices()) == args.devices * args.processes
 if args.slow:
     import time
 

@@ -2,6 +2,7 @@
 configuration files and the command line."""
 
 import pathlib
+import socket
 import subprocess
 import sys
 import time
@@ -27,6 +28,54 @@ def _run_worker(tmp_path, name, **kwargs):
         command += [flag] if value is True else [flag, str(value)]
     subprocess.run(command, check=True, capture_output=True, text=True, timeout=600)
     return dict(np.load(save))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_processes_equal_one_and_only_process_zero_writes(tmp_path):
+    """`jax.distributed.initialize` with two processes of two CPU devices each (gloo
+    collectives) gives the numbers of one process with four devices; every process gets
+    the full result, and only process 0 writes to its `out`."""
+    port = _free_port()
+    procs = []
+    for pid in range(2):
+        command = [
+            sys.executable,
+            str(WORKER),
+            "--save",
+            str(tmp_path / f"process{pid}.npz"),
+            "--devices",
+            "2",
+            "--processes",
+            "2",
+            "--process-id",
+            str(pid),
+            "--port",
+            str(port),
+            "--out",
+            str(tmp_path / f"out{pid}"),
+        ]
+        procs.append(
+            subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+        )
+    for proc in procs:
+        output, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, output[-3000:]
+    single = _run_worker(tmp_path, "single", devices=4)
+    for pid in range(2):
+        got = dict(np.load(tmp_path / f"process{pid}.npz"))
+        for key in ("x_final", "x_predicted", "status"):
+            np.testing.assert_allclose(got[key], single[key], rtol=0, atol=1e-13)
+    assert (tmp_path / "out0" / "results.nc").exists()
+    assert len(list((tmp_path / "out0" / "chunks").glob("*.nc"))) > 0
+    assert not (tmp_path / "out1" / "config.json").exists()
+    assert list((tmp_path / "out1").rglob("*.nc")) == []
 
 
 def _instance():
@@ -309,3 +358,15 @@ def test_command_line_sweep_and_plot(tmp_path, capsys):
     bad.write_text(GOOD.replace("pair: hadamard", "pair: tanh"))
     assert cli.main(["sweep", str(bad), "--out", str(tmp_path / "x")]) == 2
     assert "`pair` must be one of" in capsys.readouterr().err
+
+
+def test_auto_formulation_follows_the_measured_table():
+    from jaxmirror._sweep import _auto_formulation
+
+    problem, pair, w0, _ = _instance()
+    w0_single = jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), w0)
+    callable_problem = jm.Problem(lambda x: jnp.sum(x**4), n=30)
+    assert _auto_formulation(problem, True, w0) == "rowspace"
+    assert _auto_formulation(callable_problem, True, w0) == "dual"
+    assert _auto_formulation(problem, True, w0_single) == "parameter"
+    assert _auto_formulation(problem, False, w0) == "parameter"
