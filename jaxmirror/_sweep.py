@@ -44,7 +44,7 @@ from ._implicit_bias import _implicit_bias, can_interpolate, can_penalise, defau
 from ._pairs import AbstractClosedFormPair
 from ._problems import AbstractLinearProblem, as_problem, LeastSquares, Logistic
 from ._schedules import AbstractSchedule
-from ._solve import _solve, check_inputs, FORMULATIONS, Status
+from ._solve import _solve, check_inputs, FORMULATIONS, Status, step_size_controller
 from ._validation import as_float_array, is_concrete
 
 
@@ -195,7 +195,7 @@ def _solve_batched(
     def batched_field(t, y, _):
         return jax.vmap(field, in_axes=(None, 0, args_axes))(t, y, args)
 
-    controller = dfx.PIDController(rtol=rtol, atol=atol, norm=_max_rms_norm)
+    controller = step_size_controller(rtol, atol, norm=_max_rms_norm)
     if jump_ts is not None:
         controller = dfx.ClipStepSizeController(controller, jump_ts=jump_ts)
     sol = dfx.diffeqsolve(
