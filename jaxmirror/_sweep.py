@@ -195,7 +195,7 @@ def _solve_batched(
     def batched_field(t, y, _):
         return jax.vmap(field, in_axes=(None, 0, args_axes))(t, y, args)
 
-    controller = step_size_controller(rtol, atol, norm=_max_rms_norm)
+    controller = step_size_controller(rtol, atol, y0, norm=_max_rms_norm)
     if jump_ts is not None:
         controller = dfx.ClipStepSizeController(controller, jump_ts=jump_ts)
     sol = dfx.diffeqsolve(

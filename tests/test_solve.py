@@ -303,3 +303,14 @@ def test_rowspace_state_is_the_integral_of_the_prediction_gradient():
     D = np.asarray(problem.design())
     mu, *_ = np.linalg.lstsq(D.T, np.asarray(shift).T, rcond=None)
     np.testing.assert_allclose(D.T @ mu, np.asarray(shift).T, atol=1e-9)
+
+
+def test_step_size_controller_is_pi_in_float64_only():
+    """PI control where error estimates are clean (float64); integral-only in float32,
+    where roundoff near rtol makes the proportional term take more steps (RESULTS.md)."""
+    from jaxmirror._solve import step_size_controller
+
+    double = step_size_controller(1e-6, 1e-9, jnp.zeros(3, jnp.float64))
+    single = step_size_controller(1e-6, 1e-9, (jnp.zeros(3, jnp.float32),))
+    assert (double.pcoeff, double.icoeff) == (0.3, 0.3)
+    assert (single.pcoeff, single.icoeff) == (0, 1)
