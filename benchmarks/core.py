@@ -39,7 +39,7 @@ def main():
 
     rows = []
     reference = None
-    for formulation in ("parameter", "mirror", "dual"):
+    for formulation in ("parameter", "mirror", "dual", "rowspace"):
 
         @eqx.filter_jit
         def run(problem, schedule, w0, formulation=formulation):
@@ -105,8 +105,7 @@ def main():
             f"max abs diff to ours: {np.max(np.abs(m * w - np.asarray(reference))):.1e}",
         ]
     )
-    jax_param_ms = float(rows[0][2])
-    jax_dual_ms = float(rows[2][2])
+    solve_ms = {row[0]: float(row[2]) for row in rows if row[0].startswith("solve")}
 
     print(f"# Core benchmark, {stamp()}, commit {git_revision()}")
     print(f"Machine: {machine()}")
@@ -117,10 +116,11 @@ def main():
     print()
     print(markdown_table(["what", "compile (s)", "run (ms)", "steps", "note"], rows))
     print()
-    print(
-        f"scipy / jaxmirror run-time ratio: parameter {scipy_seconds * 1e3 / jax_param_ms:.0f}x, "
-        f"dual {scipy_seconds * 1e3 / jax_dual_ms:.0f}x"
+    ratios = ", ".join(
+        f"{name[len('solve (') : -1]} {scipy_seconds * 1e3 / ms:.0f}x"
+        for name, ms in solve_ms.items()
     )
+    print(f"scipy / jaxmirror run-time ratio: {ratios}")
 
 
 if __name__ == "__main__":
