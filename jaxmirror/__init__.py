@@ -45,6 +45,7 @@ from ._pairs import (
 )
 from ._phase import phase_diagram as phase_diagram
 from ._problems import (
+    AbstractLinearProblem as AbstractLinearProblem,
     AbstractProblem as AbstractProblem,
     LeastSquares as LeastSquares,
     Logistic as Logistic,
