@@ -71,6 +71,13 @@ def _arcsinh_ratio(x: Array, log_c: Array) -> Array:
     return jnp.where(far, value_far, value_near)
 
 
+def _half_exp_and_expm1(s: Array, log_c: Array) -> tuple[Array, Array]:
+    r"""$\tfrac c2 e^{|s|}$ and $e^{-2|s|} - 1$: the two transcendental factors that
+    $c\sinh s$ and $c\cosh s$ share."""
+    magnitude = jnp.abs(s)
+    return jnp.exp(magnitude + log_c - _LOG2), jnp.expm1(-2.0 * magnitude)
+
+
 @jax.custom_jvp
 def _scaled_sinh(s: Array, log_c: Array) -> Array:
     r"""$c \sinh(s)$ for $c = e^{\log c}$, finite wherever the product is representable.
@@ -81,22 +88,20 @@ def _scaled_sinh(s: Array, log_c: Array) -> Array:
     the hot spot of the dual vector fields, so it uses two transcendental functions and
     no `where` (which would evaluate both branches of a two-branch formula).
     """
-    magnitude = jnp.abs(s)
-    return jnp.copysign(
-        jnp.exp(magnitude + log_c - _LOG2) * -jnp.expm1(-2.0 * magnitude), s
-    )
+    half_exp, expm1 = _half_exp_and_expm1(s, log_c)
+    return jnp.copysign(half_exp * -expm1, s)
 
 
 @_scaled_sinh.defjvp
 def _scaled_sinh_jvp(primals, tangents):
     # The formula above has the derivative 0 at s = 0 (through sign and |s|); the true
-    # derivative in s is c cosh(s), and in log c it is the value itself.
+    # derivative in s is c cosh(s) = (c/2) e^{|s|} (2 + expm1(-2|s|)), and in log c it
+    # is the value itself. Both reuse the value's two transcendental factors.
     s, log_c = primals
     ds, dlog_c = tangents
-    value = _scaled_sinh(s, log_c)
-    magnitude = jnp.abs(s)
-    scaled_cosh = jnp.exp(magnitude + log_c - _LOG2) * (1.0 + jnp.exp(-2.0 * magnitude))
-    return value, scaled_cosh * ds + value * dlog_c
+    half_exp, expm1 = _half_exp_and_expm1(s, log_c)
+    value = jnp.copysign(half_exp * -expm1, s)
+    return value, half_exp * (2.0 + expm1) * ds + value * dlog_c
 
 
 class HyperbolicEntropy(AbstractLegendre):
