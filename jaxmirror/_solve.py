@@ -275,13 +275,13 @@ def _solve(
         field, y0, args = parameter_field, w0, (problem, pair, schedule)
     elif formulation == "mirror":
         field, y0, args = mirror_field, x0, (problem, legendre, schedule)
-    elif formulation == "dual":
-        theta0 = legendre.grad(x0, schedule.a(zero))
-        field, y0, args = dual_field, theta0, (problem, legendre, schedule)
     else:
         theta0 = legendre.grad(x0, schedule.a(zero))
-        y0 = jnp.zeros(problem.design().shape[:1], theta0.dtype)
-        field, args = rowspace_field, (problem, legendre, schedule, theta0)
+        if formulation == "dual":
+            field, y0, args = dual_field, theta0, (problem, legendre, schedule)
+        else:
+            y0 = jnp.zeros(problem.design().shape[:1], theta0.dtype)
+            field, args = rowspace_field, (problem, legendre, schedule, theta0)
 
     controller = step_size_controller(rtol, atol, y0)
     jump_ts = schedule.jump_ts()

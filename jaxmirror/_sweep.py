@@ -165,6 +165,10 @@ def _solve_batched(
     in_leg = 0 if layout.w0 else None
     x0 = jax.vmap(pair.g)(w0) if layout.w0 else pair.g(w0)
     x0 = x0 if layout.w0 else jnp.broadcast_to(x0, (layout.size,) + x0.shape)
+    # The problem stays unbatched (in_axes None) unless it carries the configuration
+    # axis, so that the batched products are GEMMs against one shared design matrix.
+    legendre_args = (problem, legendres, schedules)
+    legendre_axes = (in_problem, in_leg, 0)
     if formulation == "parameter":
         field = parameter_field
         y0 = (
@@ -174,23 +178,21 @@ def _solve_batched(
                 lambda x: jnp.broadcast_to(x, (layout.size,) + x.shape), w0
             )
         )
+        args, args_axes = (problem, pair, schedules), (in_problem, None, 0)
     elif formulation == "mirror":
-        field, y0 = mirror_field, x0
+        field, y0, args, args_axes = mirror_field, x0, legendre_args, legendre_axes
     else:
         theta0 = jax.vmap(
             lambda leg, x: leg.grad(x, jnp.zeros((), x.dtype)), in_axes=(in_leg, 0)
         )(legendres, x0)
-        field, y0 = dual_field, theta0
-    if formulation == "parameter":
-        args, args_axes = (problem, pair, schedules), (in_problem, None, 0)
-    elif formulation == "rowspace":
-        field = rowspace_field
-        args = (problem, legendres, schedules, theta0)
-        args_axes = (in_problem, in_leg, 0, 0)
-        d = problem.design().shape[-2]
-        y0 = jnp.zeros((layout.size, d), theta0.dtype)
-    else:
-        args, args_axes = (problem, legendres, schedules), (in_problem, in_leg, 0)
+        if formulation == "dual":
+            field, y0 = dual_field, theta0
+            args, args_axes = legendre_args, legendre_axes
+        else:
+            field = rowspace_field
+            d = problem.design().shape[-2]
+            y0 = jnp.zeros((layout.size, d), theta0.dtype)
+            args, args_axes = legendre_args + (theta0,), legendre_axes + (0,)
 
     def batched_field(t, y, _):
         return jax.vmap(field, in_axes=(None, 0, args_axes))(t, y, args)
