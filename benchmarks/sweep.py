@@ -38,6 +38,17 @@ import jax
 import numpy as np
 
 
+COLUMNS = [
+    "dtype",
+    "(d, n)",
+    "K",
+    "method",
+    "time (s)",
+    "configs/s",
+    "slower than best jaxmirror",
+    "note",
+]
+
 PRESETS = {
     "cpu": dict(
         sizes=[(40, 100), (200, 1000)],
@@ -279,19 +290,7 @@ def main():
                             ]
                         )
                 print(
-                    markdown_table(
-                        [
-                            "dtype",
-                            "(d, n)",
-                            "K",
-                            "method",
-                            "time (s)",
-                            "configs/s",
-                            "slower than best jaxmirror",
-                            "note",
-                        ],
-                        rows[group_start:],
-                    ),
+                    markdown_table(COLUMNS, rows[group_start:]),
                     flush=True,
                 )
 
@@ -303,21 +302,7 @@ def main():
         f"[10, 100], T = {args.t1}, rtol {rtol}, atol {atol}"
     )
     print()
-    print(
-        markdown_table(
-            [
-                "dtype",
-                "(d, n)",
-                "K",
-                "method",
-                "time (s)",
-                "configs/s",
-                "slower than best jaxmirror",
-                "note",
-            ],
-            rows,
-        )
-    )
+    print(markdown_table(COLUMNS, rows))
     print()
     for note in notes:
         print(f"- {note}")
