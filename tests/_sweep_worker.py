@@ -12,7 +12,9 @@ parser.add_argument("--resume", action="store_true")
 parser.add_argument("--save", required=True)
 parser.add_argument("--chunk-size", type=int, default=8)
 parser.add_argument("--slow", action="store_true", help="sleep after each chunk")
-parser.add_argument("--processes", type=int, default=1, help="jax.distributed processes")
+parser.add_argument(
+    "--processes", type=int, default=1, help="jax.distributed processes"
+)
 parser.add_argument("--process-id", type=int, default=0)
 parser.add_argument("--port", type=int, default=0, help="the coordinator's port")
 args = parser.parse_args()
@@ -27,7 +29,9 @@ if args.processes > 1:
     # over gloo; each process holds `devices` of the global devices.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
-        f"localhost:{args.port}", num_processes=args.processes, process_id=args.process_id
+        f"localhost:{args.port}",
+        num_processes=args.processes,
+        process_id=args.process_id,
     )
 
 import jax.numpy as jnp
