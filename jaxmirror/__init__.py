@@ -1,7 +1,5 @@
 """jaxmirror: how regularization shapes implicit bias, as a differentiable JAX simulator."""
 
-import importlib.metadata
-
 from . import conventions as conventions, datasets as datasets, models as models
 from ._commute import lie_brackets as lie_brackets, LieBrackets as LieBrackets
 from ._compare import (
@@ -10,7 +8,6 @@ from ._compare import (
 )
 from ._discrete import (
     make_optimizer as make_optimizer,
-    OPTIMIZERS as OPTIMIZERS,
     train as train,
     TrainResult as TrainResult,
 )
@@ -22,7 +19,14 @@ from ._effects import (
     positional_bias_centre as positional_bias_centre,
     type_of_bias as type_of_bias,
 )
-from ._implicit_bias import BiasStatus as BiasStatus, implicit_bias as implicit_bias
+from ._formulations import (
+    AbstractFormulation as AbstractFormulation,
+    DualFormulation as DualFormulation,
+    MirrorFormulation as MirrorFormulation,
+    ParameterFormulation as ParameterFormulation,
+    RowSpaceFormulation as RowSpaceFormulation,
+)
+from ._implicit_bias import implicit_bias as implicit_bias
 from ._legendre import (
     AbstractLegendre as AbstractLegendre,
     HyperbolicEntropy as HyperbolicEntropy,
@@ -34,6 +38,8 @@ from ._optimize import (
 )
 from ._pairs import (
     AbstractClosedFormPair as AbstractClosedFormPair,
+    AbstractMatrixPair as AbstractMatrixPair,
+    AbstractMirrorDescentPair as AbstractMirrorDescentPair,
     AbstractPair as AbstractPair,
     AbstractPenalisedPair as AbstractPenalisedPair,
     CommutingReduction as CommutingReduction,
@@ -62,8 +68,7 @@ from ._schedules import (
     PiecewiseSwitchOff as PiecewiseSwitchOff,
     SwitchOff as SwitchOff,
 )
-from ._solve import Solution as Solution, solve as solve, Status as Status
+from ._solve import Solution as Solution, solve as solve
+from ._status import BiasStatus as BiasStatus, Status as Status
 from ._sweep import grid as grid, sweep as sweep
-
-
-__version__ = importlib.metadata.version("jaxmirror")
+from ._version import __version__ as __version__

@@ -35,10 +35,12 @@ class LieBrackets(eqx.Module):
 
     @property
     def max_gg(self):
+        """The largest bracket between two fields of g."""
         return jnp.max(self.gg)
 
     @property
     def max_gh(self):
+        """The largest bracket between a field of g and the field of h."""
         return jnp.max(self.gh)
 
 

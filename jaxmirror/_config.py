@@ -5,7 +5,7 @@ Example (`jaxmirror sweep CONFIG.yaml --out DIR`):
 ```yaml
 problem: {kind: sparse_regression, n: 100, d: 40, sparsity: 5, seed: 0}
 pair: hadamard                 # hadamard | diff_squares | square
-init: {scale: 1.0}             # x0 = 0 (square: x0 = scale**2)
+init: {x0: 0.0, scale: 1.0}    # pair.init(x0, scale); square: {x0: 0.1}, no scale
 schedule:
   kind: switch_off             # constant | switch_off | linear_decay | cosine | exponential_decay
   grid:                        # outer product; each axis [start, stop, num] or a list of values
@@ -110,23 +110,34 @@ def load(path) -> dict:
     return _mapping(data, "the configuration file")
 
 
-def build(raw: dict) -> SweepSpec:
-    """Validate a configuration mapping and build the sweep's inputs."""
+def _dtype(raw):
+    """The configured precision's dtype; float64 needs `jax_enable_x64` (which the
+    `jaxmirror` command turns on: a library never flips global JAX configuration)."""
     import jax
     import jax.numpy as jnp
 
-    import jaxmirror as jm
-
-    _unknown(raw, TOP_KEYS, "the configuration file")
-    missing = sorted(REQUIRED - set(raw))
-    if missing:
-        raise ConfigError(
-            f"missing required key(s) {missing} in the configuration file."
-        )
     precision = raw.get("precision", "float64")
     if precision not in ("float64", "float32"):
         raise ConfigError(f"`precision` must be float64 or float32, got {precision!r}.")
-    jax.config.update("jax_enable_x64", precision == "float64")
+    if precision == "float64" and not jax.config.jax_enable_x64:
+        raise ConfigError(
+            "`precision` float64 needs jax_enable_x64 (set it before building, as the "
+            "`jaxmirror` command does)."
+        )
+    return jnp.dtype(precision)
+
+
+def _cast(tree, dtype):
+    import equinox as eqx
+    import jax
+
+    return jax.tree_util.tree_map(
+        lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, tree
+    )
+
+
+def _build_problem(raw, dtype):
+    import jaxmirror as jm
 
     problem_cfg = _mapping(raw["problem"], "problem")
     _unknown(problem_cfg, PROBLEM_KEYS, "problem")
@@ -144,7 +155,13 @@ def build(raw: dict) -> SweepSpec:
     if "noise" in problem_cfg:
         kwargs["noise"] = _number(problem_cfg["noise"], "problem.noise")
     problem, truth = jm.datasets.sparse_regression(**kwargs)
-    n = problem.dim()
+    return _cast(problem, dtype), truth
+
+
+def _build_pair_and_init(raw, n, dtype):
+    import jax.numpy as jnp
+
+    import jaxmirror as jm
 
     if raw["pair"] not in PAIRS:
         raise ConfigError(
@@ -152,12 +169,20 @@ def build(raw: dict) -> SweepSpec:
         )
     pair = getattr(jm, PAIRS[raw["pair"]])()
     init = _mapping(raw.get("init", {}), "init")
-    _unknown(init, {"scale"}, "init")
-    scale = _number(init.get("scale", 1.0), "init.scale", positive=True)
-    if isinstance(pair, jm.Square):
-        w0 = pair.init(jnp.full(n, scale**2))
-    else:
-        w0 = pair.init(jnp.zeros(n), scale=scale)
+    _unknown(init, {"x0", "scale"}, "init")
+    kwargs = {}
+    if "scale" in init:
+        kwargs["scale"] = _number(init["scale"], "init.scale", positive=True)
+    x0 = jnp.full(n, _number(init.get("x0", 0.0), "init.x0"), dtype)
+    try:
+        w0 = pair.init(x0, **kwargs)
+    except ValueError as error:
+        raise ConfigError(f"`init`: {error}") from error
+    return pair, _cast(w0, dtype)
+
+
+def _build_schedules(raw, dtype):
+    import jaxmirror as jm
 
     schedule_cfg = _mapping(raw["schedule"], "schedule")
     _unknown(schedule_cfg, {"kind", "grid"}, "schedule")
@@ -175,8 +200,10 @@ def build(raw: dict) -> SweepSpec:
             f"`schedule.grid` misses {missing} for schedule kind {kind!r}."
         )
     axes = {k: _axis(axes_cfg[k], f"schedule.grid.{k}") for k in params}
-    schedules = getattr(jm, name)(**jm.grid(**axes))
+    return _cast(getattr(jm, name)(**jm.grid(**axes)), dtype)
 
+
+def _build_options(raw) -> dict:
     solver_cfg = _mapping(raw.get("solver", {}), "solver")
     _unknown(solver_cfg, SOLVER_KEYS, "solver")
     sweep_cfg = _mapping(raw.get("sweep", {}), "sweep")
@@ -197,5 +224,21 @@ def build(raw: dict) -> SweepSpec:
         options["chunk_size"] = _number(
             sweep_cfg["chunk_size"], "sweep.chunk_size", True, True
         )
+    return options
+
+
+def build(raw: dict) -> SweepSpec:
+    """Validate a configuration mapping and build the sweep's inputs."""
+    _unknown(raw, TOP_KEYS, "the configuration file")
+    missing = sorted(REQUIRED - set(raw))
+    if missing:
+        raise ConfigError(
+            f"missing required key(s) {missing} in the configuration file."
+        )
+    dtype = _dtype(raw)
+    problem, truth = _build_problem(raw, dtype)
+    pair, w0 = _build_pair_and_init(raw, problem.dim(), dtype)
+    schedules = _build_schedules(raw, dtype)
+    options = _build_options(raw)
     t1 = _number(raw["t1"], "t1", positive=True)
     return SweepSpec(problem, truth, pair, schedules, w0, t1, options, raw)

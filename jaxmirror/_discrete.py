@@ -15,7 +15,8 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float, Int, PyTree
 
-from ._solve import check_inputs, Status
+from ._inputs import check_inputs
+from ._status import Status
 from ._validation import as_float_array, is_concrete
 
 
@@ -48,6 +49,7 @@ class TrainResult(eqx.Module):
 
     @property
     def x_final(self) -> Float[Array, " n"]:
+        """x at the final step."""
         return self.xs[..., -1, :]
 
 
@@ -145,7 +147,7 @@ def train(
     lr = as_float_array(lr)
     if is_concrete(lr) and not (np.isfinite(lr) and float(lr) > 0):
         raise ValueError(f"`lr` must be finite and > 0, got {float(lr)}.")
-    problem, w0 = check_inputs(problem, pair, schedule, w0, "parameter")
+    problem, w0 = check_inputs(problem, pair, schedule, w0)
     _check_weight_decay(pair, w0)
     return _train(
         problem, pair, schedule, w0, lr, int(steps), int(save_every), optimizer

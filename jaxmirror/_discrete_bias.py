@@ -13,6 +13,9 @@ to rounding in the tests),
 | DiffSquares | $\tfrac12\operatorname{artanh}(2\beta) - \beta$ | $\tfrac12\log(1 - 4\beta^2)$ |
 | Square | $-\tfrac12\log(1 - 2\beta) - \beta$ | $0$ |
 
+Each pair declares its own as `remainder_and_gain` (the `AbstractMirrorDescentPair`
+capability); a pair without it is refused, never given another pair's formulas.
+
 (Hadamard: $c' = c[(1-\eta\lambda)^2 - \eta^2 g^2]$ and
 $\theta' = \theta - \operatorname{artanh}(\eta g/(1-\eta\lambda))$, THEORY.md section 8; at
 $\lambda = 0$ the gain is Even et al.'s (2023).) The linear part $\beta$ stays in
@@ -30,28 +33,38 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._implicit_bias import BiasStatus, can_interpolate, constrained_limit, default_tol
-from ._pairs import DiffSquares, Hadamard, Square
-from ._solve import check_inputs
+from ._formulations._legendre_args import legendre_args
+from ._implicit_bias import can_interpolate, constrained_limit, default_tol
+from ._inputs import check_inputs
+from ._pairs import AbstractMirrorDescentPair, require
+from ._status import BiasStatus
 from ._validation import as_float_array, is_concrete
 
 
-def _remainder_and_gain(pair, beta):
-    if isinstance(pair, Hadamard):
-        return jnp.arctanh(beta) - beta, 0.5 * jnp.log1p(-(beta**2))
-    if isinstance(pair, DiffSquares):
-        return 0.5 * jnp.arctanh(2 * beta) - beta, 0.5 * jnp.log1p(-4 * beta**2)
-    return -0.5 * jnp.log1p(-2 * beta) - beta, jnp.zeros_like(beta)
+_CAPABILITY = "the exact discrete mirror descent"
 
 
 def mirror_descent_step(pair, legendre, problem, theta, a, lr, lam):
     r"""One gradient-descent step in mirror coordinates: $(\theta, a) \mapsto (\theta', a')$.
 
-    Also returns the step's remainder $\rho$ and gain $\gamma$.
+    $\theta' = \theta - \beta - \rho(\beta)$ and
+    $a' = a + \log(1 - \eta\lambda) + \gamma(\beta)$ with
+    $\beta = \eta\nabla f(x)/(1 - \eta\lambda)$, $x = (\nabla R_a)^{-1}(\theta)$ (module
+    docstring). Also returns the step's remainder $\rho$ and gain $\gamma$.
+
+    **Arguments:**
+
+    - `pair`: an `AbstractMirrorDescentPair` (`jm.Hadamard`, `jm.DiffSquares`,
+      `jm.Square`); others are refused.
+    - `legendre`: `pair.legendre(w0)`.
+    - `problem`: the loss.
+    - `theta`, `a`: the mirror coordinate and the per-coordinate Legendre time.
+    - `lr`, `lam`: the learning rate $\eta$ and this step's weight decay $\lambda$.
     """
+    require(pair, AbstractMirrorDescentPair, _CAPABILITY)
     x = legendre.grad_inverse(theta, a)
     beta = lr * problem.grad(x) / (1.0 - lr * lam)
-    rho, gamma = _remainder_and_gain(pair, beta)
+    rho, gamma = pair.remainder_and_gain(beta)
     return theta - beta - rho, a + jnp.log1p(-lr * lam) + gamma, rho, gamma
 
 
@@ -79,17 +92,14 @@ def discrete_implicit_bias(
     **Arguments:**
 
     - `problem`: a `jm.LeastSquares` with $d \le n$.
-    - `pair`: `jm.Hadamard`, `jm.DiffSquares` or `jm.Square`.
+    - `pair`: an `AbstractMirrorDescentPair` (`jm.Hadamard`, `jm.DiffSquares`,
+      `jm.Square`).
     - `schedule`, `w0`: as for `jm.train`.
     - `lr`: the learning rate; `steps`: the length of the run.
     - `gain_steps`: how many leading steps to replay for gains and remainders.
     - `tol`, `max_iter`, `return_status`: as for `jm.implicit_bias`.
     """
-    if not isinstance(pair, Hadamard | DiffSquares | Square):
-        raise ValueError(
-            "`pair` must be jm.Hadamard, jm.DiffSquares or jm.Square: the exact discrete "
-            f"mirror descent is derived for those, got {type(pair).__name__}."
-        )
+    require(pair, AbstractMirrorDescentPair, _CAPABILITY)
     if not (isinstance(steps, int | np.integer) and steps > 0):
         raise ValueError(f"`steps` must be a positive int, got {steps!r}.")
     if not (isinstance(gain_steps, int | np.integer) and 0 <= gain_steps <= steps):
@@ -99,19 +109,17 @@ def discrete_implicit_bias(
     lr = as_float_array(lr)
     if is_concrete(lr) and not (np.isfinite(lr) and float(lr) > 0):
         raise ValueError(f"`lr` must be finite and > 0, got {float(lr)}.")
-    problem, w0 = check_inputs(problem, pair, schedule, w0, "dual")
+    problem, w0 = check_inputs(problem, pair, schedule, w0)
     if not can_interpolate(problem):
         raise ValueError(
             "`problem` must be a jm.LeastSquares with d <= n (the iterates interpolate)."
         )
-    legendre = pair.legendre(w0)
+    args = legendre_args(pair, schedule, w0)
     tol = default_tol() if tol is None else tol
     x, status = _discrete_bias(
         problem,
         pair,
-        legendre,
-        schedule,
-        pair.g(w0),
+        args,
         lr,
         int(steps),
         int(gain_steps),
@@ -126,13 +134,11 @@ def discrete_implicit_bias(
 
 
 @eqx.filter_jit
-def _discrete_bias(
-    problem, pair, legendre, schedule, x0, lr, steps, gain_steps, tol, max_iter
-):
+def _discrete_bias(problem, pair, args, lr, steps, gain_steps, tol, max_iter):
+    legendre, theta0 = args.legendre, args.theta0
     ks = jnp.arange(steps)
-    lams = jax.vmap(schedule)(ks.astype(lr.dtype) * lr)
+    lams = jax.vmap(args.schedule)(ks.astype(lr.dtype) * lr)
     a_decay = jnp.sum(jnp.log1p(-lr * lams))
-    theta0 = legendre.grad(x0, jnp.zeros_like(lr))
 
     def replay(carry, lam):
         theta, a, rho_sum, gamma_sum = carry
@@ -141,7 +147,7 @@ def _discrete_bias(
         )
         return (theta, a, rho_sum + rho, gamma_sum + gamma), None
 
-    zeros = jnp.zeros_like(x0)
+    zeros = jnp.zeros_like(theta0)
     (_, _, rho_sum, gamma_sum), _ = jax.lax.scan(
         replay, (theta0, zeros, zeros, zeros), lams[:gain_steps]
     )

@@ -23,9 +23,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from ._pairs import MatrixFactorization, SymmetricFactorization
-from ._problems import LeastSquares, Logistic, MatrixSensing
-from ._solve import check_inputs
+from ._formulations._legendre_args import legendre_args
+from ._inputs import check_inputs
+from ._pairs import AbstractClosedFormPair, AbstractMatrixPair, AbstractPenalisedPair
+from ._problems import AbstractLinearProblem, LeastSquares, MatrixSensing
+from ._status import BiasStatus
 from ._validation import float_dtype, is_concrete
 
 
@@ -35,22 +37,81 @@ def can_interpolate(problem) -> bool:
     return isinstance(problem, LeastSquares) and problem.Z.shape[-2] <= problem.dim()
 
 
-def can_penalise(problem) -> bool:
-    """A loss with a known gradient Lipschitz constant: the constant-decay limit exists."""
-    return isinstance(problem, LeastSquares | Logistic | MatrixSensing)
+def _interpolating_reason(problem, pair) -> str | None:
+    """Why no limit after a switch-off can be predicted here, or None."""
+    if isinstance(pair, AbstractMatrixPair):
+        if isinstance(problem, MatrixSensing):
+            return None  # through the commuting reduction, which checks the rest
+        return (
+            f"`problem`: {type(pair).__name__} needs a jm.MatrixSensing problem, got "
+            f"{type(problem).__name__}."
+        )
+    if not isinstance(pair, AbstractClosedFormPair):
+        return (
+            "`pair`: the limit of a schedule that switches off needs a pair with a "
+            f"closed-form Legendre function (`AbstractClosedFormPair`); "
+            f"{type(pair).__name__} does not declare it."
+        )
+    if not can_interpolate(problem):
+        return (
+            "`problem`: the limit of a schedule that switches off needs a "
+            "`jm.LeastSquares` problem with at most as many measurements as unknowns "
+            "(d <= n), so that the flow interpolates"
+        )
+    return None
+
+
+def _penalised_reason(problem, pair) -> str | None:
+    """Why no constant-weight-decay limit can be predicted here, or None."""
+    if not isinstance(pair, AbstractPenalisedPair):
+        return (
+            "`pair`: the constant-weight-decay limit needs a pair with a known induced "
+            f"penalty (`AbstractPenalisedPair`); {type(pair).__name__} does not declare "
+            "it."
+        )
+    if not isinstance(problem, AbstractLinearProblem):
+        return (
+            "`problem`: the constant-weight-decay limit needs a loss of the predictions "
+            "with a known gradient Lipschitz constant (`jm.LeastSquares`, "
+            f"`jm.Logistic`, `jm.MatrixSensing`), got {type(problem).__name__}."
+        )
+    return None
+
+
+def prediction_regime(problem, pair, schedule) -> bool | None:
+    r"""Which limit `implicit_bias` computes, or a `ValueError` saying why none exists.
+
+    The one rule of when a limit can be predicted, used by `implicit_bias` and
+    `sweep`. **Returns:** `True` when every $a_\infty$ of `schedule` (which may be a
+    batch) is finite (the constrained limit after a switch-off), `False` when none is
+    (the penalised limit under constant weight decay), `None` when both occur or the
+    schedule is traced (both limits are computed and selected per configuration).
+    """
+    a_inf = schedule.a_inf()
+    regime = None
+    if is_concrete(a_inf):
+        finite = np.isfinite(np.asarray(a_inf))
+        regime = True if finite.all() else (False if not finite.any() else None)
+    if isinstance(pair, AbstractMatrixPair) and regime is None:
+        raise ValueError(
+            "`schedule`: matrix pairs need concrete schedule parameters of one kind "
+            "(all switching off, or all constant)."
+        )
+    reasons = []
+    if regime in (True, None):
+        reasons.append(_interpolating_reason(problem, pair))
+    if regime in (False, None):
+        reasons.append(_penalised_reason(problem, pair))
+    reasons = [r for r in reasons if r is not None]
+    if reasons:
+        context = "" if regime is not None else " (for a traced or mixed schedule)"
+        raise ValueError("; and ".join(reasons) + context + ".")
+    return regime
 
 
 def default_tol() -> float:
     """max(1e-12, 100 eps) of the default floating dtype."""
     return max(1e-12, 100 * float(jnp.finfo(float_dtype()).eps))
-
-
-class BiasStatus:
-    """Status codes of `implicit_bias(..., return_status=True)`."""
-
-    CONVERGED = 0
-    MAX_ITERATIONS = 1
-    NONFINITE = 2
 
 
 def _newton_dual(legendre, theta0, a_inf, Z, y, tol, max_iter):
@@ -217,8 +278,11 @@ def implicit_bias(
 
     **Arguments:**
 
-    - `problem`: `jm.LeastSquares` (either regime) or `jm.Logistic` (constant regime).
-    - `pair`: an `AbstractClosedFormPair`.
+    - `problem`: `jm.LeastSquares` (either regime) or `jm.Logistic` (constant regime);
+      `jm.MatrixSensing` for the matrix pairs.
+    - `pair`: an `AbstractClosedFormPair` (switch-off regime), an
+      `AbstractPenalisedPair` (constant regime), or an `AbstractMatrixPair` (through
+      its commuting reduction, or its penalty).
     - `schedule`: the weight-decay schedule.
     - `w0`: the initial parameters.
     - `tol`: relative tolerance on the constraint residual (switch-off) or on the
@@ -231,30 +295,17 @@ def implicit_bias(
     **Returns:** $x_\infty$, shape `(n,)` (and the status if `return_status`).
     """
     tol = default_tol() if tol is None else tol
-    if isinstance(pair, MatrixFactorization | SymmetricFactorization):
-        x, status = _matrix_limit(problem, pair, schedule, w0, tol, max_iter)
-        return _finish(x, status, return_status)
-    problem, w0 = check_inputs(problem, pair, schedule, w0, "dual")
-    a_inf = schedule.a_inf()
-    interpolates, penalisable = can_interpolate(problem), can_penalise(problem)
-    finite = bool(np.isfinite(np.asarray(a_inf))) if is_concrete(a_inf) else None
-    why_not_interp = (
-        "the limit of a schedule that switches off needs a `jm.LeastSquares` problem with "
-        "at most as many measurements as unknowns (d <= n), so that the flow interpolates"
-    )
-    if finite is True and not interpolates:
-        raise ValueError(f"`problem`: {why_not_interp}.")
-    if finite is False and not penalisable:
-        raise ValueError(
-            "`problem`: the constant-weight-decay limit needs a problem with a known "
-            "gradient Lipschitz constant (`jm.LeastSquares` or `jm.Logistic`)."
+    problem, w0 = check_inputs(problem, pair, schedule, w0)
+    regime = prediction_regime(problem, pair, schedule)
+    if isinstance(pair, AbstractMatrixPair):
+        x, status = _matrix_limit(problem, pair, schedule, w0, regime, tol, max_iter)
+    else:
+        # The Legendre function and theta_0 once, eagerly where w0 is concrete, so that
+        # a degenerate initialisation is reported before the solve.
+        args = None if regime is False else legendre_args(pair, schedule, w0)
+        x, status = _implicit_bias(
+            problem, pair, schedule, pair.g(w0), args, tol, max_iter, regime
         )
-    if finite is None and not (interpolates and penalisable):
-        raise ValueError(f"`problem`: under tracing, {why_not_interp}.")
-    legendre = pair.legendre(w0)
-    x, status = _implicit_bias(
-        problem, pair, legendre, schedule, pair.g(w0), tol, max_iter, finite
-    )
     return _finish(x, status, return_status)
 
 
@@ -269,18 +320,9 @@ def _finish(x, status, return_status):
     )
 
 
-def _matrix_limit(problem, pair, schedule, w0, tol, max_iter):
+def _matrix_limit(problem, pair, schedule, w0, regime, tol, max_iter):
     r"""Matrix pairs: the commuting reduction (switch-off) or the nuclear-norm limit."""
-    problem, w0 = check_inputs(problem, pair, schedule, w0, "parameter")
-    if not isinstance(problem, MatrixSensing):
-        raise ValueError(
-            f"`problem`: {type(pair).__name__} needs a jm.MatrixSensing problem, got "
-            f"{type(problem).__name__}."
-        )
-    a_inf = schedule.a_inf()
-    if not is_concrete(a_inf):
-        raise ValueError("`schedule`: matrix pairs need concrete schedule parameters.")
-    if np.isfinite(np.asarray(a_inf)):
+    if regime:
         reduction = pair.commuting_reduction(problem, w0)
         z, status = implicit_bias(
             reduction.problem,
@@ -292,33 +334,34 @@ def _matrix_limit(problem, pair, schedule, w0, tol, max_iter):
             return_status=True,
         )
         return reduction.lift(z), status
-    iters = 200_000 if max_iter is None else max_iter
-    x0 = pair.g(w0)
-    return _penalised_jit(problem, pair, schedule.alpha_inf(), x0, tol, iters)
+    return _penalised_jit(problem, pair, schedule, pair.g(w0), tol, max_iter)
 
 
 @eqx.filter_jit
-def _penalised_jit(problem, pair, alpha, x0, tol, iters):
+def _penalised_jit(problem, pair, schedule, x0, tol, max_iter):
+    iters = 200_000 if max_iter is None else max_iter
+    alpha = schedule.alpha_inf()
     return _penalised_limit(problem, pair, alpha, x0.shape[0], x0.dtype, tol, iters)
 
 
 @eqx.filter_jit
-def _implicit_bias(problem, pair, legendre, schedule, x0, tol, max_iter, finite):
-    a_inf = schedule.a_inf()
+def _implicit_bias(problem, pair, schedule, x0, args, tol, max_iter, regime):
+    """The limit for one configuration; `regime` as returned by `prediction_regime`,
+    `args` the `LegendreArgs` of the initialisation (None in the penalised regime)."""
 
     def interpolating():
         iters = 200 if max_iter is None else max_iter
+        a_inf = schedule.a_inf()
         a = jnp.where(jnp.isfinite(a_inf), a_inf, 0.0)
-        theta0 = legendre.grad(x0, jnp.zeros_like(a))
-        return constrained_limit(legendre, theta0, a, problem, tol, iters)
+        return constrained_limit(args.legendre, args.theta0, a, problem, tol, iters)
 
     def penalised():
         iters = 200_000 if max_iter is None else max_iter
         alpha = schedule.alpha_inf()
         return _penalised_limit(problem, pair, alpha, x0.shape[0], x0.dtype, tol, iters)
 
-    if finite is True:
+    if regime is True:
         return interpolating()
-    if finite is False:
+    if regime is False:
         return penalised()
-    return jax.lax.cond(jnp.isfinite(a_inf), interpolating, penalised)
+    return jax.lax.cond(jnp.isfinite(schedule.a_inf()), interpolating, penalised)

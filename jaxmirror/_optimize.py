@@ -91,6 +91,34 @@ def optimize_schedule(
             x = solve(problem, pair, sched, w0, t1=t1, **solve_options).x_final
         return objective(x)
 
+    step = _gradient_step(outcome, optimizer)
+    start = time.perf_counter()
+    with jax.numpy_dtype_promotion("standard"):
+        opt_state = optimizer.init(params)
+    history, best, best_value, bad_step = [], params, np.inf, -1
+    for k in range(steps):
+        value, finite, new_params, opt_state = step(params, opt_state)
+        if not bool(finite):
+            bad_step = k
+            break
+        history.append(float(value))
+        if history[-1] < best_value:
+            best, best_value = params, history[-1]
+        if progress:
+            print(f"step {k + 1}/{steps}: objective {history[-1]:.6g}", flush=True)
+        params = new_params
+    return ScheduleOptimization(
+        schedule=eqx.combine(best, static),
+        history=jnp.asarray(history),
+        num_solves=len(history) + (bad_step >= 0),
+        nonfinite_step=bad_step,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _gradient_step(outcome, optimizer):
+    """One jitted optimizer step on `outcome`, with a finiteness flag."""
+
     @eqx.filter_jit
     def step(params, opt_state):
         value, grads = jax.value_and_grad(outcome)(params)
@@ -103,26 +131,4 @@ def optimize_schedule(
             updates, opt_state = optimizer.update(grads, opt_state, params)
         return value, finite, optax.apply_updates(params, updates), opt_state
 
-    start = time.perf_counter()
-    with jax.numpy_dtype_promotion("standard"):
-        opt_state = optimizer.init(params)
-    history, best, best_value, bad_step = [], params, np.inf, -1
-    for k in range(steps):
-        value, finite, new_params, opt_state = step(params, opt_state)
-        if not bool(finite):
-            bad_step = k
-            break
-        value = float(value)
-        history.append(value)
-        if value < best_value:
-            best, best_value = params, value
-        if progress:
-            print(f"step {k + 1}/{steps}: objective {value:.6g}", flush=True)
-        params = new_params
-    return ScheduleOptimization(
-        schedule=eqx.combine(best, static),
-        history=jnp.asarray(history),
-        num_solves=len(history) + (bad_step >= 0),
-        nonfinite_step=bad_step,
-        seconds=time.perf_counter() - start,
-    )
+    return step

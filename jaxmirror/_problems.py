@@ -32,8 +32,11 @@ class AbstractLinearProblem(AbstractProblem):
     r"""A loss of the predictions only: $f(x) = \phi(Dx)$ for a design matrix $D$ (d x n).
 
     Then $\nabla f(x) = D^\top \nabla\phi(Dx)$ lies in the row space of $D$, so the
-    mirror coordinate moves in a d-dimensional affine space; the `"rowspace"`
-    formulation of `jm.solve` and `jm.sweep` integrates those d coordinates.
+    mirror coordinate moves in a d-dimensional affine space; the row-space formulation
+    (`jm.RowSpaceFormulation`) integrates those d coordinates. A subclass implements
+    `design`, `prediction_grad`, `prediction_lipschitz` (a Lipschitz constant of
+    $\nabla\phi$, which the constant-weight-decay limit of `jm.implicit_bias` needs),
+    `loss` and `dim`.
     """
 
     @abc.abstractmethod
@@ -44,9 +47,18 @@ class AbstractLinearProblem(AbstractProblem):
     def prediction_grad(self, z: Float[Array, " d"]) -> Float[Array, " d"]:
         r"""$\nabla\phi(z)$ at the predictions $z = Dx$."""
 
+    @abc.abstractmethod
+    def prediction_lipschitz(self) -> float:
+        r"""A Lipschitz constant of $\nabla\phi$ (1 for least squares, 1/4 for logistic)."""
+
+    def lipschitz(self) -> Scalar:
+        r"""A Lipschitz constant of $\nabla f$: $L_\phi \|D\|_2^2$."""
+        return self.prediction_lipschitz() * jnp.linalg.norm(self.design(), ord=2) ** 2
+
     def predict(self, x: Point) -> Float[Array, " d"]:
+        """The predictions $Dx$."""
         # x @ D.T rather than D @ x: under vmap the batch axis then leads, and the
-        # batched products are plain GEMMs with no transposes (~1.6x faster on CPU).
+        # batched products are plain GEMMs with no transposes (benchmarks/RESULTS.md).
         return x @ self.design().T
 
     def grad(self, x):
@@ -85,6 +97,7 @@ class LeastSquares(AbstractLinearProblem):
         return self.Z
 
     def residual(self, x: Point) -> Float[Array, " d"]:
+        """The residual $Zx - y$."""
         return self.predict(x) - self.y
 
     def prediction_grad(self, z):
@@ -97,9 +110,8 @@ class LeastSquares(AbstractLinearProblem):
     def dim(self):
         return self.Z.shape[-1]
 
-    def lipschitz(self) -> Scalar:
-        r"""The Lipschitz constant of $\nabla f$: $\|Z\|_2^2$."""
-        return jnp.linalg.norm(self.Z, ord=2) ** 2
+    def prediction_lipschitz(self):
+        return 1.0
 
 
 class Logistic(AbstractLinearProblem):
@@ -131,9 +143,8 @@ class Logistic(AbstractLinearProblem):
     def dim(self):
         return self.Z.shape[-1]
 
-    def lipschitz(self) -> Scalar:
-        r"""The Lipschitz constant of $\nabla f$: $\|Z\|_2^2 / 4$."""
-        return 0.25 * jnp.linalg.norm(self.Z, ord=2) ** 2
+    def prediction_lipschitz(self):
+        return 0.25
 
 
 class MatrixSensing(AbstractLinearProblem):
@@ -157,6 +168,7 @@ class MatrixSensing(AbstractLinearProblem):
 
     @property
     def shape(self) -> tuple[int, int]:
+        """The shape (n1, n2) of the matrices measured."""
         return self.A.shape[1:]
 
     def design(self):
@@ -173,11 +185,11 @@ class MatrixSensing(AbstractLinearProblem):
     def dim(self):
         return self.A.shape[1] * self.A.shape[2]
 
-    def lipschitz(self) -> Scalar:
-        r"""$\|\mathcal A\|_2^2$ for the measurement operator as a d x (n1 n2) matrix."""
-        return jnp.linalg.norm(self.design(), ord=2) ** 2
+    def prediction_lipschitz(self):
+        return 1.0
 
     def check_shape(self, shape) -> None:
+        """Raise a `ValueError` unless the measured matrices have shape `shape`."""
         if tuple(shape) != tuple(self.shape):
             raise ValueError(
                 f"`problem`: measurements of shape {tuple(self.shape)} do not match the "

@@ -1,6 +1,6 @@
-r"""`solve`: the regularized gradient flow, integrated by diffrax in one of four formulations."""
+r"""`solve`: the regularized gradient flow, integrated by diffrax in a chosen formulation."""
 
-import enum
+import inspect
 
 import diffrax as dfx
 import equinox as eqx
@@ -9,34 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PyTree
 
-from ._flows import (
-    dual_field,
-    mirror_field,
-    parameter_field,
-    rowspace_field,
-    rowspace_point,
-)
-from ._pairs import (
-    AbstractClosedFormPair,
-    AbstractPair,
-    MatrixFactorization,
-    SymmetricFactorization,
-)
-from ._problems import AbstractLinearProblem, as_problem, MatrixSensing
-from ._schedules import AbstractSchedule
+from ._formulations import AbstractFormulation, as_formulation
+from ._inputs import check_count, check_inputs, check_t1, check_tolerance
+from ._status import Status
 from ._validation import as_float_array, is_concrete
-
-
-class Status(enum.IntEnum):
-    """Per-solve outcome codes stored in `Solution.status` (an int array)."""
-
-    SUCCESS = 0
-    MAX_STEPS = 1
-    NONFINITE = 2
-    SOLVER_FAILURE = 3
-
-
-FORMULATIONS = ("parameter", "mirror", "dual", "rowspace")
 
 
 class Solution(eqx.Module):
@@ -46,12 +22,12 @@ class Solution(eqx.Module):
 
     - `ts`: the saved times, shape `(times,)`.
     - `xs`: the model point x(t) at those times, shape `(times, n)`.
-    - `ws`: the parameters w(t) (leading `times` axis), or `None` for the mirror, dual
-      and rowspace formulations, which never form w.
-    - `status`: a `Status` code (0 success, 1 max steps, 2 non-finite, 3 solver failure).
-      Times after a failure hold `inf` in `xs`.
+    - `ws`: the parameters w(t) (leading `times` axis), or `None` for formulations that
+      never form w (mirror, dual, rowspace).
+    - `status`: a `jm.Status` code (0 success, 1 max steps, 2 non-finite, 3 solver
+      failure). Times after a failure hold `inf` in `xs`.
     - `num_steps`, `num_accepted_steps`, `num_rejected_steps`: solver statistics.
-    - `formulation`: which vector field was integrated.
+    - `formulation`: the name of the formulation that was integrated.
     """
 
     ts: Float[Array, " times"]
@@ -69,8 +45,90 @@ class Solution(eqx.Module):
         return self.xs[..., -1, :]
 
 
-def _check_saveat(saveat, t1):
-    """A `diffrax.SubSaveAt` of the user's times."""
+class SolverOptions(eqx.Module):
+    """How every flow is integrated: solver, tolerances, step budget, adjoint, controller.
+
+    Built and checked by `solver_options`; shared by `solve` and `sweep`.
+    """
+
+    solver: dfx.AbstractAdaptiveSolver
+    rtol: float = eqx.field(static=True)
+    atol: float = eqx.field(static=True)
+    max_steps: int = eqx.field(static=True)
+    adjoint: dfx.AbstractAdjoint
+    controller: dfx.AbstractAdaptiveStepSizeController | None
+
+    def stepsize_controller(self, y0, jump_ts) -> dfx.AbstractStepSizeController:
+        """The controller for a state like `y0`, clipped to the schedule's jump times."""
+        controller = self.controller
+        if controller is None:
+            controller = default_controller(self.rtol, self.atol, y0)
+        if jump_ts is None:
+            return controller
+        dtype = jnp.result_type(*jax.tree_util.tree_leaves(y0))
+        return dfx.ClipStepSizeController(controller, jump_ts=jump_ts.astype(dtype))
+
+
+def solver_options(
+    solver=None,
+    rtol=1e-8,
+    atol=1e-10,
+    max_steps=100_000,
+    adjoint=None,
+    stepsize_controller=None,
+) -> SolverOptions:
+    """Check the solver options of `solve` and `sweep` and bundle them."""
+    solver = dfx.Tsit5() if solver is None else solver
+    if not isinstance(solver, dfx.AbstractAdaptiveSolver):
+        raise ValueError(
+            "`solver` must be an adaptive diffrax solver (e.g. `diffrax.Tsit5()`, "
+            f"`diffrax.Dopri8()`), got {type(solver).__name__}."
+        )
+    if stepsize_controller is not None and not isinstance(
+        stepsize_controller, dfx.AbstractAdaptiveStepSizeController
+    ):
+        raise ValueError(
+            "`stepsize_controller` must be an adaptive diffrax step-size controller "
+            f"(e.g. `diffrax.PIDController`), got {type(stepsize_controller).__name__}."
+        )
+    adjoint = dfx.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
+    if not isinstance(adjoint, dfx.AbstractAdjoint):
+        raise ValueError(
+            f"`adjoint` must be a diffrax adjoint, got {type(adjoint).__name__}."
+        )
+    return SolverOptions(
+        solver=solver,
+        rtol=check_tolerance("rtol", rtol),
+        atol=check_tolerance("atol", atol),
+        max_steps=check_count("max_steps", max_steps),
+        adjoint=adjoint,
+        controller=stepsize_controller,
+    )
+
+
+def default_controller(rtol, atol, state, norm=None) -> dfx.PIDController:
+    """The adaptive step-size controller of every jaxmirror flow.
+
+    In float64, PI control (proportional and integral coefficients 0.3): these flows
+    are stiff for explicit solvers once the support coordinates have grown, the step
+    then sits at the stability limit, and diffrax's default integral-only controller
+    oscillates there, rejecting about one step in five. In lower precision the error
+    estimate carries roundoff of the order of `rtol` and the proportional term chases
+    it, so there the controller stays integral-only. Both measured in
+    `benchmarks/RESULTS.md`.
+    """
+    kwargs = {} if norm is None else dict(norm=norm)
+    dtype = jnp.result_type(*jax.tree_util.tree_leaves(state))
+    if jnp.finfo(dtype).bits >= 64:
+        kwargs.update(pcoeff=0.3, icoeff=0.3)
+    return dfx.PIDController(rtol=rtol, atol=atol, **kwargs)
+
+
+_DEFAULT_SAVE_FN = inspect.signature(dfx.SubSaveAt).parameters["fn"].default
+
+
+def check_saveat(saveat, t1) -> dfx.SubSaveAt:
+    """A `diffrax.SubSaveAt` of the user's times in `[0, t1]`."""
     if saveat is None:
         return dfx.SubSaveAt(t1=True)
     if isinstance(saveat, dfx.SaveAt):
@@ -78,92 +136,36 @@ def _check_saveat(saveat, t1):
         if (
             not isinstance(sub, dfx.SubSaveAt)
             or sub.steps
-            or sub.fn is not dfx.save_y
+            or sub.fn is not _DEFAULT_SAVE_FN
             or saveat.dense
         ):
             raise ValueError(
                 "`saveat` must save at given times (SaveAt(ts=...), t0=, t1=); "
                 "`steps`, `dense`, `subs` and a custom `fn` are not supported."
             )
+        if sub.ts is not None:
+            _check_save_times(as_float_array(sub.ts), t1)
         return sub
     ts = as_float_array(saveat)
     if ts.ndim != 1 or ts.shape[0] == 0:
         raise ValueError(
             f"`saveat` must be a 1-D array of times, got shape {ts.shape}."
         )
-    if is_concrete(ts, t1):
-        ts_np, t1_np = np.asarray(ts), float(np.asarray(t1))
-        if not (np.all(np.isfinite(ts_np)) and np.all(np.diff(ts_np) >= 0)):
-            raise ValueError("`saveat` times must be finite and non-decreasing.")
-        if ts_np[0] < 0 or ts_np[-1] > t1_np:
-            raise ValueError(
-                f"`saveat` times must lie in [0, t1] = [0, {t1_np}], got "
-                f"[{ts_np[0]}, {ts_np[-1]}]."
-            )
+    _check_save_times(ts, t1)
     return dfx.SubSaveAt(ts=ts)
 
 
-def check_inputs(problem, pair, schedule, w0, formulation):
-    """Checks shared by `solve`, `implicit_bias` and the discrete optimizers."""
-    problem = as_problem(problem)
-    if not isinstance(pair, AbstractPair):
-        raise TypeError(
-            f"`pair` must be a jaxmirror pair (e.g. `jm.Hadamard()`), got "
-            f"{type(pair).__name__}."
-        )
-    if not isinstance(schedule, AbstractSchedule):
-        raise TypeError(
-            "`schedule` must be a jaxmirror schedule (e.g. `jm.SwitchOff(alpha, t_off)`), "
-            f"got {type(schedule).__name__}."
-        )
-    batch = jnp.shape(schedule(0.0))
-    if batch != ():
+def _check_save_times(ts, t1):
+    if not is_concrete(ts, t1):
+        return
+    ts_np, t1_np = np.asarray(ts), float(np.asarray(t1))
+    if not (np.all(np.isfinite(ts_np)) and np.all(np.diff(ts_np) >= 0)):
+        raise ValueError("`saveat` times must be finite and non-decreasing.")
+    if ts_np[0] < 0 or ts_np[-1] > t1_np:
         raise ValueError(
-            f"`schedule` must be a single schedule with scalar parameters, got batch "
-            f"shape {batch}. Map over a batch with `jax.vmap` or use `jm.sweep`."
+            f"`saveat` times must lie in [0, t1] = [0, {t1_np}], got "
+            f"[{ts_np[0]}, {ts_np[-1]}]."
         )
-    if formulation not in FORMULATIONS:
-        raise ValueError(
-            f"`formulation` must be one of {FORMULATIONS}, got {formulation!r}."
-        )
-    if formulation != "parameter" and not isinstance(pair, AbstractClosedFormPair):
-        raise ValueError(
-            f"`formulation={formulation!r}` needs a pair with a closed-form Legendre "
-            f"function (an `AbstractClosedFormPair`); {type(pair).__name__} has none. "
-            "Use formulation='parameter'."
-        )
-    if formulation == "rowspace" and not isinstance(problem, AbstractLinearProblem):
-        raise ValueError(
-            "`formulation='rowspace'` needs a loss of the predictions Dx (an "
-            "`AbstractLinearProblem`: `jm.LeastSquares`, `jm.Logistic`, "
-            f"`jm.MatrixSensing`); got {type(problem).__name__}. Use formulation='dual'."
-        )
-    if isinstance(problem, MatrixSensing) and isinstance(
-        pair, MatrixFactorization | SymmetricFactorization
-    ):
-        shape = (
-            pair.shape if isinstance(pair, MatrixFactorization) else (pair.n, pair.n)
-        )
-        problem.check_shape(shape)
-    w0 = jax.tree_util.tree_map(as_float_array, w0)
-    try:
-        x_shape = jax.eval_shape(pair.g, w0)
-    except Exception as error:  # noqa: BLE001 - re-raised with the argument named
-        raise ValueError(
-            f"`w0` does not fit the pair {type(pair).__name__}: g(w0) failed with "
-            f"{type(error).__name__}: {error}"
-        ) from error
-    n = problem.dim()
-    if x_shape.ndim != 1 or (n is not None and x_shape.shape != (n,)):
-        raise ValueError(
-            f"`w0` gives x = g(w0) of shape {x_shape.shape}, but the problem expects "
-            f"shape ({n},)."
-        )
-    if is_concrete(w0):
-        leaves = jax.tree_util.tree_leaves(w0)
-        if not all(bool(np.all(np.isfinite(np.asarray(leaf)))) for leaf in leaves):
-            raise ValueError("`w0` must be finite (no NaN or inf).")
-    return problem, w0
 
 
 def solve(
@@ -173,55 +175,59 @@ def solve(
     w0,
     t1,
     *,
-    formulation: str = "dual",
+    formulation="auto",
     saveat=None,
     solver=None,
     rtol: float = 1e-8,
     atol: float = 1e-10,
     max_steps: int = 100_000,
     adjoint=None,
+    stepsize_controller=None,
 ) -> Solution:
     # Arguments are validated below with messages that name them; no annotations here,
     # so a runtime type checker does not pre-empt those messages.
     r"""Integrate the regularized gradient flow from $w_0$ at $t = 0$ to `t1`.
 
     $$\dot w = -\nabla_w\big[f(g(w)) + \alpha_t h(w)\big],\qquad x_t = g(w_t),$$
-    in one of four equivalent formulations (`formulation`):
+    in one of four equivalent formulations (`formulation`, a name or an object):
 
-    - `"parameter"`: integrate $w$ itself (any pair, including user pairs);
-    - `"mirror"`: integrate $x$ with the Hessian metric of $R_{a_t}$;
-    - `"dual"` (default): integrate $\theta = \nabla R_{a_t}(x)$, where
-      $\dot\theta = -\nabla f(x)$; cheapest, and stable for tiny initial scales.
-      When weight decay never switches off, $\theta$ grows without bound and the
-      relative error of $x$ grows like `rtol` $\cdot|\theta|$: prefer `"mirror"` or
-      `"parameter"` for long constant-weight-decay runs.
-    - `"rowspace"`: for losses of the predictions, $f(x) = \phi(Dx)$ (least squares,
-      logistic, matrix sensing), $\theta_t = \theta_0 + D^\top\mu_t$ and only the d
-      coordinates of $\mu$ are integrated, $\dot\mu = -\nabla\phi(Dx_t)$; `rtol` and
-      `atol` then apply to $\mu$. The fastest formulation when d < n (`jm.sweep`'s
-      default for these losses).
+    - `"parameter"` (`jm.ParameterFormulation`): integrate $w$ itself (any pair);
+    - `"mirror"` (`jm.MirrorFormulation`): integrate $x$ in the Hessian metric of
+      $R_{a_t}$;
+    - `"dual"` (`jm.DualFormulation`): integrate $\theta = \nabla R_{a_t}(x)$,
+      where $\dot\theta = -\nabla f(x)$; cheapest, and stable for tiny initial scales;
+    - `"rowspace"` (`jm.RowSpaceFormulation`): for losses of the predictions,
+      integrate the d coordinates of $\theta - \theta_0$ in the row space of the design;
+    - `"auto"` (default, as in `jm.sweep`): the fastest that can run, as measured: in
+      float64 `"rowspace"` for a closed-form pair and a loss of the predictions,
+      `"dual"` for other losses, `"parameter"` for pairs without a closed form and in
+      float32.
 
-    The schedule's discontinuities are handed to the step-size controller
-    (`diffrax.ClipStepSizeController(jump_ts=...)`), so switch-offs neither stall the
-    controller nor zero the gradient with respect to their time.
-
-    Works under `jax.jit` and `jax.vmap` (over schedules, initialisations, problems); a
-    failure never raises inside: it is reported in `Solution.status`.
+    Each formulation's docstring gives its equations and when to prefer it. The
+    schedule's jump times clip the step-size controller, so switch-offs neither stall
+    it nor zero the gradient with respect to their time. Works under `jax.jit` and
+    `jax.vmap`; a failure never raises inside: it is reported in `Solution.status`.
 
     **Arguments:**
 
     - `problem`: a loss (`jm.LeastSquares`, `jm.Logistic`, `jm.Problem` or a callable).
-    - `pair`: the (g, h) pair; mirror and dual need an `AbstractClosedFormPair`.
+    - `pair`: the (g, h) pair; all formulations but `"parameter"` need an
+      `AbstractClosedFormPair`.
     - `schedule`: the weight-decay schedule $\alpha_t$.
     - `w0`: the initial parameters (e.g. `pair.init(x0, scale)`).
-    - `t1`: the final time, $> 0$.
+    - `t1`: the final time, finite and $> 0$.
+    - `formulation`: see above.
     - `saveat`: `None` (only `t1`), an array of times in `[0, t1]`, or a
       `diffrax.SaveAt` that saves at given times.
     - `solver`: a diffrax adaptive solver (default `diffrax.Tsit5()`).
-    - `rtol`, `atol`: tolerances of the PID step-size controller.
-    - `max_steps`: the step budget; exceeding it gives `Status.MAX_STEPS`.
+    - `rtol`, `atol`: tolerances of the step-size controller, finite and $> 0$.
+    - `max_steps`: the step budget, an int $\ge 1$; running out gives
+      `Status.MAX_STEPS`.
     - `adjoint`: a diffrax adjoint for reverse-mode gradients (default: recursive
       checkpointing).
+    - `stepsize_controller`: any adaptive diffrax controller, replacing the default
+      PID controller built from `rtol` and `atol` (which are then unused); it is
+      still clipped to the schedule's jump times.
 
     **Returns:** a `Solution` with `ts`, `xs`, `ws`, `status` and solver statistics.
 
@@ -230,137 +236,86 @@ def solve(
                    w0, t1=500.0, saveat=jnp.linspace(0, 500, 101))
     ```
     """
-    problem, w0 = check_inputs(problem, pair, schedule, w0, formulation)
-    t1 = as_float_array(t1)
-    if is_concrete(t1) and not (np.isfinite(t1) and float(t1) > 0):
-        raise ValueError(f"`t1` must be finite and > 0, got {float(t1)}.")
-    saveat = _check_saveat(saveat, t1)
-    legendre = None if formulation == "parameter" else pair.legendre(w0)
+    problem, w0 = check_inputs(problem, pair, schedule, w0)
+    dtype = jnp.result_type(*jax.tree_util.tree_leaves(w0))
+    formulation = as_formulation(formulation, problem, pair, dtype)
+    options = solver_options(
+        solver, rtol, atol, max_steps, adjoint, stepsize_controller
+    )
+    t1 = check_t1(t1)
+    saveat = check_saveat(saveat, t1)
+    # The initial state (and the Legendre function, theta_0) once, eagerly where the
+    # inputs are concrete, so that a degenerate w0 is reported before any solve.
+    y0, args = formulation.init(problem, pair, schedule, w0)
     return _solve(
-        problem,
-        pair,
-        legendre,
-        schedule,
-        w0,
-        t1,
-        saveat,
-        formulation,
-        dfx.Tsit5() if solver is None else solver,
-        rtol,
-        atol,
-        max_steps,
-        dfx.RecursiveCheckpointAdjoint() if adjoint is None else adjoint,
+        formulation, problem, y0, args, schedule.jump_ts(), t1, saveat, options
     )
 
 
 @eqx.filter_jit
-def _solve(
-    problem,
-    pair,
-    legendre,
-    schedule,
-    w0,
-    t1,
-    saveat,
-    formulation,
-    solver,
-    rtol,
-    atol,
-    max_steps,
-    adjoint,
-):
-    zero = jnp.zeros((), t1.dtype)
-    x0 = pair.g(w0)
-    if formulation == "parameter":
-        field, y0, args = parameter_field, w0, (problem, pair, schedule)
-    elif formulation == "mirror":
-        field, y0, args = mirror_field, x0, (problem, legendre, schedule)
-    else:
-        theta0 = legendre.grad(x0, schedule.a(zero))
-        if formulation == "dual":
-            field, y0, args = dual_field, theta0, (problem, legendre, schedule)
-        else:
-            y0 = jnp.zeros(problem.design().shape[:1], theta0.dtype)
-            field, args = rowspace_field, (problem, legendre, schedule, theta0)
+def _solve(formulation, problem, y0, args, jump_ts, t1, saveat, options) -> Solution:
+    return integrate(formulation, problem, y0, args, jump_ts, t1, saveat, options)
 
-    controller = step_size_controller(rtol, atol, y0)
-    jump_ts = schedule.jump_ts()
-    if jump_ts is not None:
-        controller = dfx.ClipStepSizeController(
-            controller, jump_ts=jump_ts.astype(t1.dtype)
-        )
+
+def integrate(
+    formulation: AbstractFormulation,
+    problem,
+    y0,
+    args,
+    jump_ts,
+    t1,
+    saveat: dfx.SubSaveAt,
+    options: SolverOptions,
+) -> Solution:
+    """Integrate one flow from its initial state (traceable; `jit` it)."""
+
+    def field(t, y, a):
+        return formulation.field(t, y, problem, a)
+
     sol = dfx.diffeqsolve(
         dfx.ODETerm(field),
-        solver,
-        t0=zero,
+        options.solver,
+        t0=jnp.zeros((), t1.dtype),
         t1=t1,
         dt0=None,
         y0=y0,
         args=args,
         # The second save is the last state reached, to diagnose failures.
         saveat=dfx.SaveAt(subs=[saveat, dfx.SubSaveAt(t1=True)]),
-        stepsize_controller=controller,
-        max_steps=max_steps,
-        adjoint=adjoint,
+        stepsize_controller=options.stepsize_controller(y0, jump_ts),
+        max_steps=options.max_steps,
+        adjoint=options.adjoint,
         throw=False,
     )
     (ts, (t_last,)), (ys, y_last) = sol.ts, sol.ys
     y_last = jax.tree_util.tree_map(lambda leaf: leaf[0], y_last)
-    field_finite = _all_finite(field(t_last, y_last, args))
-    if formulation == "parameter":
-        ws = ys
-        xs = jax.vmap(pair.g)(ws)
-    elif formulation == "mirror":
-        ws, xs = None, ys
-    elif formulation == "dual":
-        ws = None
-        xs = jax.vmap(legendre.grad_inverse)(ys, jax.vmap(schedule.a)(ts))
-    else:
-        ws = None
-        xs = jax.vmap(rowspace_point, in_axes=(0, 0, None))(ys, ts, args)
-    status = _status(sol.result, xs, field_finite)
+    field_finite = all_finite(field(t_last, y_last, args))
+    xs = jax.vmap(formulation.point, in_axes=(0, 0, None, None))(ts, ys, problem, args)
     return Solution(
         ts=ts,
         xs=xs,
-        ws=ws,
-        status=status,
+        ws=formulation.parameters(ys),
+        status=status_code(sol.result, xs, field_finite),
         num_steps=sol.stats["num_steps"],
         num_accepted_steps=sol.stats["num_accepted_steps"],
         num_rejected_steps=sol.stats["num_rejected_steps"],
-        formulation=formulation,
+        formulation=formulation.name,
     )
 
 
-def step_size_controller(rtol, atol, state, norm=None) -> dfx.PIDController:
-    """The adaptive step-size controller of every jaxmirror flow.
-
-    In float64, PI control (proportional and integral coefficients 0.3): these flows are
-    stiff for explicit solvers once the support coordinates have grown, the step then
-    sits at the stability limit, and diffrax's default integral-only controller
-    oscillates there, rejecting about one step in five. PI control takes 14-16% fewer
-    steps on the demo problem and 10% fewer on the sweep benchmark. In lower precision
-    the error estimate carries roundoff of the order of `rtol`, the proportional term
-    chases it, and PI control takes more steps (1,922 against 1,056 on the float32
-    sweep benchmark), so there the controller stays integral-only. Measured in
-    benchmarks/RESULTS.md.
-    """
-    kwargs = {} if norm is None else dict(norm=norm)
-    dtype = jnp.result_type(*jax.tree_util.tree_leaves(state))
-    if jnp.finfo(dtype).bits >= 64:
-        kwargs.update(pcoeff=0.3, icoeff=0.3)
-    return dfx.PIDController(rtol=rtol, atol=atol, **kwargs)
-
-
-def _all_finite(tree) -> Array:
+def all_finite(tree) -> Array:
+    """True when every entry of every leaf is finite."""
     leaves = jax.tree_util.tree_leaves(tree)
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
 
 
-def _status(result, xs, field_finite) -> Int[Array, ""]:
-    """Status code: a non-finite vector field at the last state reached explains a
-    failure (the controller rejects non-finite steps until it runs out of steps)."""
-    ok = result == dfx.RESULTS.successful
-    failed_code = jnp.where(
+def status_code(result, xs, field_finite) -> Int[Array, ""]:
+    """The `Status` of one solve from diffrax's result and the finiteness of its output.
+
+    A non-finite vector field at the last state reached explains a failure (the
+    controller rejects non-finite steps until it runs out of steps).
+    """
+    failed = jnp.where(
         ~field_finite,
         Status.NONFINITE,
         jnp.where(
@@ -370,7 +325,6 @@ def _status(result, xs, field_finite) -> Int[Array, ""]:
         ),
     )
     finite = jnp.all(jnp.isfinite(xs)) & field_finite
-    code = jnp.where(
-        ok, jnp.where(finite, Status.SUCCESS, Status.NONFINITE), failed_code
-    )
+    ok = result == dfx.RESULTS.successful
+    code = jnp.where(ok, jnp.where(finite, Status.SUCCESS, Status.NONFINITE), failed)
     return code.astype(jnp.int32)

@@ -69,3 +69,42 @@ def check_nonnegative(name: str, x: Array) -> Array:
 
 def check_positive(name: str, x: Array) -> Array:
     return check(name, x, lambda v: jnp.isfinite(v) & (v > 0), "finite and > 0")
+
+
+def is_prng_key(x) -> bool:
+    """True for a typed PRNG key or a raw ``uint32[2]`` key from ``jax.random.PRNGKey``."""
+    if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+        return True
+    return getattr(x, "dtype", None) == jnp.uint32 and jnp.shape(x)[-1:] == (2,)
+
+
+def check_point(name: str, x) -> Array:
+    """A finite vector of shape ``(n,)`` (a model point such as ``x0``)."""
+    if is_prng_key(x):
+        raise ValueError(
+            f"`{name}` must be a model point of shape (n,), got a PRNG key; pass keys as "
+            "`key=...`."
+        )
+    x = as_float_array(x)
+    if x.ndim != 1:
+        raise ValueError(
+            f"`{name}` must be a vector of shape (n,), got shape {x.shape}."
+        )
+    return check_finite(name, x)
+
+
+def check_scale(name: str, scale, power: int) -> Array:
+    """A scale > 0 whose ``power``-th power is a normal float of its dtype.
+
+    Pairs store ``scale**power`` (e.g. ``m0**2 - w0**2 = scale**2``): outside this range
+    it under- or overflows and the initialisation would silently be 0, NaN or inf.
+    """
+    scale = as_float_array(scale)
+    info = jnp.finfo(scale.dtype)
+    low = float(info.tiny) ** (1.0 / power)
+    high = float(info.max) ** (1.0 / power)
+    expected = (
+        f"in [{low:.3g}, {high:.3g}] for {scale.dtype} (scale**{power} must be a "
+        "normal floating-point number)"
+    )
+    return check(name, scale, lambda v: (v >= low) & (v <= high), expected)

@@ -7,6 +7,9 @@ import sys
 
 
 def _sweep(args):
+    import jax
+
+    jax.config.update("jax_enable_x64", True)  # float32 configs cast their own arrays
     from . import _config
 
     try:
@@ -57,6 +60,9 @@ def _plot(args):
 
 
 def _reproduce(args):
+    import jax
+
+    jax.config.update("jax_enable_x64", True)  # reference checks against closed forms
     from .experiments.reproduce import reproduce
 
     reproduce(args.name, scale=args.scale, out=args.out)

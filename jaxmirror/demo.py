@@ -14,10 +14,6 @@ import argparse
 import time
 
 import jax
-
-
-jax.config.update("jax_enable_x64", True)
-
 import jax.numpy as jnp
 import numpy as np
 
@@ -38,7 +34,13 @@ def run(alpha: float = 0.1, t_off: float = 50.0, t1: float = 30000.0, seed: int 
     rows, trajectories = [], {}
     for name, schedule in schedules.items():
         sol = jm.solve(
-            problem, pair, schedule, w0, t1=t1, saveat=ts, formulation="mirror"
+            problem,
+            pair,
+            schedule,
+            w0,
+            t1=t1,
+            saveat=ts,
+            formulation=jm.MirrorFormulation(),
         )
         predicted = jm.implicit_bias(problem, pair, schedule, w0)
         trajectories[name] = np.asarray(sol.xs)
@@ -118,6 +120,9 @@ def plot(results, path):
 
 
 def main(argv=None):
+    jax.config.update(
+        "jax_enable_x64", True
+    )  # an entry point: checks against closed forms
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo.png", help="where to save the figure")
     parser.add_argument("--alpha", type=float, default=0.1)

@@ -38,20 +38,20 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxmirror as jm
-import jaxmirror._sweep as sweep_module
+import jaxmirror._store as store_module
 
 
 assert len(jax.devices()) == args.devices * args.processes
 if args.slow:
     import time
 
-    original = sweep_module._atomic_write
+    original = store_module._atomic_write
 
     def slow_write(dataset, path):
         original(dataset, path)
         time.sleep(1.0)
 
-    sweep_module._atomic_write = slow_write
+    store_module._atomic_write = slow_write
 
 problem, x_star = jm.datasets.sparse_regression(n=30, d=12, sparsity=3, seed=4)
 pair = jm.Hadamard()

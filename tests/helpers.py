@@ -1,5 +1,7 @@
 """Shared test cases and assertions."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,8 +9,36 @@ import numpy as np
 import jaxmirror as jm
 
 
+@dataclasses.dataclass(frozen=True)
+class Domain:
+    """Where a pair's model points live and how the tests initialise it."""
+
+    positive: bool  # x = g(w) >= 0 (the square pair)
+    init: dict  # keyword arguments of `pair.init` besides x0
+
+    def init_at(self, scale) -> dict:
+        """`init` keyword arguments at this scale (none for a pair without a scale)."""
+        return {} if "scale" not in self.init else dict(scale=scale)
+
+    def point(self, key, n, size=0.3):
+        """A random initial point inside the domain (both signs where allowed)."""
+        if self.positive:
+            return size * (1.0 / 3.0 + jax.random.uniform(key, (n,)))
+        return size * jax.random.normal(key, (n,))
+
+
 CLOSED_FORM_PAIRS = [jm.Hadamard(), jm.DiffSquares(), jm.Square()]
 PAIR_IDS = ["hadamard", "diff_squares", "square"]
+DOMAINS = {
+    "Hadamard": Domain(positive=False, init=dict(scale=0.5)),
+    "DiffSquares": Domain(positive=False, init=dict(scale=0.5)),
+    "Square": Domain(positive=True, init={}),
+}
+
+
+def domain(pair) -> Domain:
+    return DOMAINS[type(pair).__name__]
+
 
 SCHEDULES = {
     "constant": jm.Constant(0.07),
@@ -21,17 +51,13 @@ SCHEDULES = {
 }
 
 
-def random_instance(key, pair, n=12, d=5, sparse=3, scale=0.5):
+def random_instance(key, pair, n=12, d=5, sparse=3):
     """A random least-squares instance and a random, non-zero initialisation."""
     kz, kx, k0 = jax.random.split(key, 3)
     Z = jax.random.normal(kz, (d, n)) / jnp.sqrt(d)
     x_star = jnp.zeros(n).at[:sparse].set(1.0 + jax.random.uniform(kx, (sparse,)))
-    if isinstance(pair, jm.Square):
-        x0 = 0.1 + 0.3 * jax.random.uniform(k0, (n,))
-        w0 = pair.init(x0)
-    else:
-        x0 = 0.3 * jax.random.normal(k0, (n,))
-        w0 = pair.init(x0, scale=scale)
+    where = domain(pair)
+    w0 = pair.init(where.point(k0, n), **where.init)
     return jm.LeastSquares(Z, Z @ x_star), w0, x_star
 
 

@@ -204,6 +204,9 @@ def test_pair_whose_h_is_not_weight_decay_is_rejected():
         def h(self, w):
             return jnp.sum(w**4)
 
+        def init(self, x0=None, scale=None, *, key=None):
+            return x0
+
     problem, _, _ = _sparse_instance()
     with pytest.raises(ValueError, match="`pair`: train applies weight decay"):
         jm.train(problem, Quartic(), jm.Constant(0.1), jnp.ones(30), lr=0.1, steps=10)
@@ -225,3 +228,38 @@ def test_compare_to_flow():
         jnp.linalg.norm(result.x_final - limit),
         rtol=1e-12,
     )
+
+
+class _ClosedFormWithoutDiscreteSteps(jm.AbstractClosedFormPair):
+    """Hadamard's flow, but without the exact discrete mirror descent capability."""
+
+    def g(self, w):
+        return jm.Hadamard().g(w)
+
+    def h(self, w):
+        return jm.Hadamard().h(w)
+
+    def init(self, x0=None, scale=1.0, *, key=None):
+        return jm.Hadamard().init(x0, scale)
+
+    def legendre(self, w0):
+        return jm.Hadamard().legendre(w0)
+
+
+def test_exact_discrete_steps_need_the_capability():
+    """A pair that does not declare `remainder_and_gain` is refused with the capability
+    named, never given another pair's formulas."""
+    problem, _, _ = _sparse_instance()
+    pair = _ClosedFormWithoutDiscreteSteps()
+    w0 = pair.init(jnp.zeros(30), scale=1.0)
+    leg = pair.legendre(w0)
+    theta = leg.grad(pair.g(w0), 0.0)
+    with pytest.raises(ValueError, match="`AbstractMirrorDescentPair`"):
+        jm.mirror_descent_step(pair, leg, problem, theta, jnp.zeros(30), 0.1, 0.0)
+    with pytest.raises(ValueError, match="`AbstractMirrorDescentPair`"):
+        jm.discrete_implicit_bias(
+            problem, pair, jm.SwitchOff(0.1, 1.0), w0, lr=0.1, steps=10
+        )
+    # The flow itself needs only the closed form.
+    sol = jm.solve(problem, pair, jm.SwitchOff(0.1, 1.0), w0, t1=2.0)
+    assert int(sol.status) == jm.Status.SUCCESS

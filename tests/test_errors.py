@@ -133,7 +133,7 @@ PROBLEM = jm.LeastSquares(Z, y)
             ),
             "non-decreasing",
         ),
-        (lambda: PAIR.init(jnp.zeros(4), scale=0.0), "`scale` must be finite and > 0"),
+        (lambda: PAIR.init(jnp.zeros(4), scale=0.0), r"`scale` must be in \["),
         (lambda: jm.Square().init(jnp.array([1.0, -1.0])), "`x0` must be > 0"),
         (lambda: jm.DiffSquares().init(jnp.zeros((2, 2))), "`x0` must be a vector"),
     ],

@@ -9,7 +9,7 @@ from sklearn.linear_model import Lasso
 
 import jaxmirror as jm
 
-from .helpers import CLOSED_FORM_PAIRS, PAIR_IDS, random_instance
+from .helpers import CLOSED_FORM_PAIRS, domain, PAIR_IDS, random_instance
 
 
 FLOW = dict(rtol=1e-10, atol=1e-12, max_steps=1_000_000)
@@ -103,12 +103,9 @@ def test_constant_weight_decay_matches_sklearn_lasso(
         positive=positive,
     ).fit(Z, y)
     problem = jm.LeastSquares(Z, y)
-    x0 = jnp.full(n, 0.1)
-    w0 = (
-        pair.init(x0)
-        if isinstance(pair, jm.Square)
-        else pair.init(jnp.zeros(n), scale=0.5)
-    )
+    where = domain(pair)
+    # Start at 0 where the pair allows it (x0 > 0 for the square pair).
+    w0 = pair.init(jnp.full(n, 0.1 if where.positive else 0.0), **where.init)
     predicted = jm.implicit_bias(problem, pair, jm.Constant(alpha), w0)
     np.testing.assert_allclose(predicted, lasso.coef_, rtol=0, atol=1e-8)
     # Coordinates near the lasso boundary die out slowly: a long horizon.

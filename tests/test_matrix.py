@@ -17,10 +17,12 @@ from jaxmirror.models import (
     spectral_trace,
 )
 
-from .helpers import CLOSED_FORM_PAIRS, PAIR_IDS
+from .helpers import CLOSED_FORM_PAIRS, domain, PAIR_IDS
 
 
-TIGHT = dict(formulation="parameter", rtol=1e-11, atol=1e-12, max_steps=10**6)
+TIGHT = dict(
+    formulation=jm.ParameterFormulation(), rtol=1e-11, atol=1e-12, max_steps=10**6
+)
 TIMES = jnp.array([1.0, 5.0, 20.0, 60.0])
 
 
@@ -84,7 +86,7 @@ def test_reduction_refuses_noncommuting_or_unaligned():
     pair = jm.MatrixFactorization((4, 4), 4)
     with pytest.raises(ValueError, match="do not share a common"):
         jm.implicit_bias(
-            problem, pair, jm.SwitchOff(0.1, 1.0), pair.init(jax.random.PRNGKey(0))
+            problem, pair, jm.SwitchOff(0.1, 1.0), pair.init(key=jax.random.PRNGKey(0))
         )
     commuting, _, P, _ = jm.datasets.commuting_sensing(n=4, d=3, rank=1)
     with pytest.raises(ValueError, match="`w0`: the initialisation is not aligned"):
@@ -92,7 +94,7 @@ def test_reduction_refuses_noncommuting_or_unaligned():
             commuting,
             pair,
             jm.SwitchOff(0.1, 1.0),
-            pair.init(jax.random.PRNGKey(0), scale=1.0),
+            pair.init(scale=1.0, key=jax.random.PRNGKey(0)),
         )
 
 
@@ -102,7 +104,7 @@ def test_nuclear_norm_limit_flow_prox_and_cvxpy():
     problem, _ = jm.datasets.gaussian_sensing(n1=5, n2=4, d=12, rank=2, seed=3)
     pair = jm.MatrixFactorization((5, 4), 4)
     alpha = 0.05
-    w0 = pair.init(jax.random.PRNGKey(1), scale=0.3)
+    w0 = pair.init(scale=0.3, key=jax.random.PRNGKey(1))
     prox = jm.implicit_bias(problem, pair, jm.Constant(alpha), w0)
     flow = jm.solve(problem, pair, jm.Constant(alpha), w0, t1=4000.0, **TIGHT).x_final
     np.testing.assert_allclose(flow, prox, atol=1e-4)
@@ -119,7 +121,7 @@ def test_nuclear_norm_limit_flow_prox_and_cvxpy():
 @pytest.mark.parametrize("pair", CLOSED_FORM_PAIRS, ids=PAIR_IDS)
 def test_lie_brackets_vanish_for_diagonal_pairs(pair):
     x0 = jnp.array([0.3, 0.2, 0.5, 0.1])
-    w = pair.init(x0) if isinstance(pair, jm.Square) else pair.init(x0, scale=0.7)
+    w = pair.init(x0, **domain(pair).init_at(0.7))
     gaussian = np.random.default_rng(0).standard_normal((3, 4))
     for measurements in (None, gaussian):
         brackets = jm.lie_brackets(pair, w, measurements=measurements)
@@ -129,7 +131,7 @@ def test_lie_brackets_vanish_for_diagonal_pairs(pair):
 def test_lie_brackets_do_not_vanish_for_uv():
     problem, _ = jm.datasets.gaussian_sensing(n1=3, n2=4, d=5, rank=1)
     pair = jm.MatrixFactorization((3, 4), 2)
-    w = pair.init(jax.random.PRNGKey(0), scale=1.0)
+    w = pair.init(scale=1.0, key=jax.random.PRNGKey(0))
     brackets = jm.lie_brackets(
         pair, w, measurements=np.asarray(problem.A).reshape(5, -1)
     )
@@ -228,5 +230,5 @@ def test_bad_matrix_input(call, match):
 
 def test_overparameterized_rank_is_an_explicit_opt_in():
     pair = jm.MatrixFactorization((3, 4), 6, allow_overparameterized=True)
-    U, V = pair.init(jax.random.PRNGKey(0))
+    U, V = pair.init(key=jax.random.PRNGKey(0))
     assert U.shape == (3, 6) and V.shape == (4, 6)

@@ -78,6 +78,11 @@ def test_two_processes_equal_one_and_only_process_zero_writes(tmp_path):
     assert list((tmp_path / "out1").rglob("*.nc")) == []
 
 
+# Tight on both sides (each endpoint within ~1e-10 of the exact flow), so that sweeps
+# and single solves can be compared at 1e-9, the accuracy of the computation.
+TIGHT = dict(rtol=1e-12, atol=1e-12, max_steps=200_000)
+
+
 def _instance():
     problem, x_star = jm.datasets.sparse_regression(n=30, d=12, sparsity=3, seed=4)
     pair = jm.Hadamard()
@@ -103,8 +108,7 @@ def test_sweep_equals_single_solves(strategy, formulation):
         formulation=formulation,
         chunk_size=4,
         progress=False,
-        rtol=1e-10,
-        atol=1e-12,
+        **TIGHT,
     )
     assert ds.x_final.shape == (6, 30)
     np.testing.assert_array_equal(ds.alpha.values, axes["alpha"])
@@ -118,16 +122,16 @@ def test_sweep_equals_single_solves(strategy, formulation):
             jm.SwitchOff(axes["alpha"][i], axes["t_off"][i]),
             w0,
             t1=40.0,
-            rtol=1e-10,
-            atol=1e-12,
             formulation=used,
+            **TIGHT,
         )
-        # vmap: the same computation; batched: a shared step-size sequence, still
-        # within the tolerance.
-        tol = 1e-12 if strategy == "vmap" else 1e-7
+        # Both sides within ~1e-10 of the exact flow (vmap: the same computation in
+        # another kernel; batched: a shared step-size sequence), compared at 1e-9.
         np.testing.assert_allclose(
-            ds.x_final.values[i], single.x_final, rtol=0, atol=tol
+            ds.x_final.values[i], single.x_final, rtol=0, atol=1e-9
         )
+        if strategy == "vmap":
+            assert int(ds.num_steps.values[i]) == int(single.num_steps)
         predicted = jm.implicit_bias(
             problem, pair, jm.SwitchOff(axes["alpha"][i], axes["t_off"][i]), w0
         )
@@ -136,6 +140,13 @@ def test_sweep_equals_single_solves(strategy, formulation):
         ds.recovery_error.values, np.linalg.norm(ds.x_final.values - x_star, axis=1)
     )
     assert np.all(ds.status.values == jm.Status.SUCCESS)
+    # vmap: every configuration has its own step-size controller; batched: one shared
+    # per chunk (of 4 configurations).
+    steps = ds.num_steps.values
+    if strategy == "vmap":
+        assert len(set(steps.tolist())) > 1, steps
+    else:
+        assert len(set(steps[:4].tolist())) == len(set(steps[4:].tolist())) == 1, steps
 
 
 def test_batched_initialisations_and_labels():
@@ -361,12 +372,68 @@ def test_command_line_sweep_and_plot(tmp_path, capsys):
 
 
 def test_auto_formulation_follows_the_measured_table():
-    from jaxmirror._sweep import _auto_formulation
+    from jaxmirror._formulations import auto_formulation
 
-    problem, pair, w0, _ = _instance()
-    w0_single = jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), w0)
+    problem, pair, _, _ = _instance()
     callable_problem = jm.Problem(lambda x: jnp.sum(x**4), n=30)
-    assert _auto_formulation(problem, True, w0) == "rowspace"
-    assert _auto_formulation(callable_problem, True, w0) == "dual"
-    assert _auto_formulation(problem, True, w0_single) == "parameter"
-    assert _auto_formulation(problem, False, w0) == "parameter"
+
+    class Product(jm.AbstractPair):  # no closed form
+        def g(self, w):
+            return w[0] * w[1]
+
+        def h(self, w):
+            return 0.5 * (jnp.sum(w[0] ** 2) + jnp.sum(w[1] ** 2))
+
+        def init(self, x0=None, scale=1.0, *, key=None):
+            return (jnp.full_like(x0, scale), x0 / scale)
+
+    def name(*args):
+        return auto_formulation(*args).name
+
+    assert name(problem, pair, jnp.float64) == jm.RowSpaceFormulation.name
+    assert name(callable_problem, pair, jnp.float64) == jm.DualFormulation.name
+    assert name(problem, pair, jnp.float32) == jm.ParameterFormulation.name
+    assert name(problem, Product(), jnp.float64) == jm.ParameterFormulation.name
+
+
+def _prediction_cases():
+    rng = np.random.default_rng(0)
+    wide = jm.LeastSquares(rng.standard_normal((4, 6)), rng.standard_normal(4))
+    tall = jm.LeastSquares(rng.standard_normal((8, 6)), rng.standard_normal(8))
+    logistic = jm.Logistic(rng.standard_normal((4, 6)), np.sign(rng.standard_normal(4)))
+    callable_loss = jm.Problem(lambda x: 0.5 * jnp.sum((x - 1.0) ** 2), n=6)
+    schedules = {
+        "switch_off": jm.SwitchOff(alpha=np.array([0.1, 0.2]), t_off=np.ones(2)),
+        "constant": jm.Constant(np.array([0.1, 0.2])),
+        "mixed": jm.Constant(np.array([0.0, 0.2])),  # a_inf = 0 and -inf
+    }
+    problems = dict(wide=wide, tall=tall, logistic=logistic, callable=callable_loss)
+    return [
+        pytest.param(problem, schedule, id=f"{pname}-{sname}")
+        for pname, problem in problems.items()
+        for sname, schedule in schedules.items()
+    ]
+
+
+@pytest.mark.parametrize("problem, schedules", _prediction_cases())
+def test_sweep_and_implicit_bias_agree_on_when_a_limit_exists(problem, schedules):
+    """One rule decides: the sweep predicts exactly where `implicit_bias` returns for
+    every one of its configurations, and then its predictions are the same."""
+    pair = jm.Hadamard()
+    w0 = pair.init(jnp.zeros(6), scale=1.0)
+    ds = jm.sweep(problem, pair, schedules, w0, 1.0, progress=False)
+    limits, reasons = [], []
+    for i in range(2):
+        one = jax.tree_util.tree_map(lambda leaf: leaf[i], schedules)
+        try:
+            limits.append(jm.implicit_bias(problem, pair, one, w0))
+        except ValueError as error:
+            reasons.append(str(error).rstrip("."))
+    if reasons:
+        assert "x_predicted" not in ds, "the sweep predicted where implicit_bias raises"
+        note = ds.attrs["prediction"]
+        assert note.startswith("not available: ")
+        assert all(reason in note for reason in reasons), (note, reasons)
+    else:
+        assert ds.attrs["prediction"] == "computed"
+        np.testing.assert_allclose(ds.x_predicted.values, limits, rtol=0, atol=1e-10)

@@ -1,7 +1,10 @@
 from ._base import (
     AbstractClosedFormPair as AbstractClosedFormPair,
+    AbstractMatrixPair as AbstractMatrixPair,
+    AbstractMirrorDescentPair as AbstractMirrorDescentPair,
     AbstractPair as AbstractPair,
     AbstractPenalisedPair as AbstractPenalisedPair,
+    require as require,
 )
 from ._diff_squares import DiffSquares as DiffSquares
 from ._hadamard import Hadamard as Hadamard

@@ -17,9 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._problems import LeastSquares
-from .._validation import as_float_array, check_positive
-from ._base import AbstractPenalisedPair
+from .._problems import LeastSquares, MatrixSensing
+from .._validation import as_float_array, check_positive, is_prng_key
+from ._base import AbstractMatrixPair
 from ._hadamard import Hadamard
 from ._square import Square
 
@@ -32,6 +32,33 @@ def _check_rank(shape, rank, allow_overparameterized):
             f"`rank` = {rank} exceeds min(shape) = {min(shape)}; pass "
             "allow_overparameterized=True to use wider factors on purpose."
         )
+
+
+def _random_factor_key(pair, x0, key):
+    """Check the arguments of a random factor initialisation; return the key."""
+    if is_prng_key(x0):
+        raise ValueError(
+            f"`x0` must be None (factors drawn around X = 0), got a PRNG key; pass it as "
+            f"`{type(pair).__name__}(...).init(key=key, scale=...)`."
+        )
+    if x0 is not None and not bool(np.all(np.asarray(x0) == 0)):
+        raise ValueError(
+            f"`x0` must be None or zero for {type(pair).__name__}.init, which draws small "
+            "random factors around X = 0; for prescribed factors aligned with the "
+            "measurements use `init_aligned`."
+        )
+    if key is None:
+        raise ValueError(
+            f"`key` is required: {type(pair).__name__}.init draws random factors "
+            "(pass key=jax.random.PRNGKey(seed))."
+        )
+    return key
+
+
+def _check_measurements(pair, problem):
+    if not isinstance(problem, MatrixSensing):
+        raise ValueError("`problem` must be a jm.MatrixSensing for this reduction.")
+    problem.check_shape(pair.matrix_shape)
 
 
 def _svt(z, step):
@@ -117,7 +144,7 @@ def _common_basis(A, symmetric, tol):
     return left, right, diagonal
 
 
-class MatrixFactorization(AbstractPenalisedPair):
+class MatrixFactorization(AbstractMatrixPair):
     r"""The pair $X = UV^\top$ ($U$: n1 x r, $V$: n2 x r), $h = \tfrac12(|U|_F^2 + |V|_F^2)$.
 
     Parameters are the tuple `(U, V)`; $x = \operatorname{vec}(X)$. The induced penalty is
@@ -150,12 +177,20 @@ class MatrixFactorization(AbstractPenalisedPair):
         U, V = w
         return 0.5 * (jnp.sum(U**2) + jnp.sum(V**2))
 
-    def matrix(self, x):
-        """The matrix X from the flattened model point x."""
-        return jnp.reshape(x, x.shape[:-1] + self.shape)
+    @property
+    def matrix_shape(self):
+        return self.shape
 
-    def init(self, key, scale=1e-2):
-        """Small random factors: entries N(0, scale^2)."""
+    def init(self, x0=None, scale=1e-2, *, key=None):
+        """Small random factors around X = 0: entries N(0, scale^2).
+
+        **Arguments:**
+
+        - `x0`: `None` (or zeros): the factors are drawn around X = 0.
+        - `scale`: the entries' standard deviation, > 0 (default 1e-2).
+        - `key`: the PRNG key (required).
+        """
+        key = _random_factor_key(self, x0, key)
         scale = check_positive("scale", as_float_array(scale))
         ku, kv = jax.random.split(key)
         n1, n2 = self.shape
@@ -164,17 +199,17 @@ class MatrixFactorization(AbstractPenalisedPair):
             scale * jax.random.normal(kv, (n2, self.rank), scale.dtype),
         )
 
-    def init_aligned(self, left, scale=1.0):
-        r"""$U_0 = $ scale $\cdot$ left[:, :r], $V_0 = 0$: aligned with the bases, $X_0 = 0$.
+    def init_aligned(self, basis, scale=1.0):
+        r"""$U_0 = $ scale $\cdot$ basis[:, :r], $V_0 = 0$: aligned, with $X_0 = 0$.
 
-        With commuting measurements diagonal in (`left`, any right basis), the flow is the
-        Hadamard pair on the diagonal with $m_0 = $ scale, $w_0 = 0$.
+        With commuting measurements diagonal in (`basis`, any right basis), the flow is
+        the Hadamard pair on the diagonal with $m_0 = $ scale, $w_0 = 0$.
         """
         scale = check_positive("scale", as_float_array(scale))
-        left = as_float_array(left)
+        basis = as_float_array(basis)
         return (
-            scale * left[:, : self.rank],
-            jnp.zeros((self.shape[1], self.rank), left.dtype),
+            scale * basis[:, : self.rank],
+            jnp.zeros((self.shape[1], self.rank), basis.dtype),
         )
 
     def penalty(self, x):
@@ -185,10 +220,7 @@ class MatrixFactorization(AbstractPenalisedPair):
 
     def commuting_reduction(self, problem, w0, tol=1e-9) -> CommutingReduction:
         """Reduce to `Hadamard` on the aligned singular values, or raise a clear error."""
-        from .._problems import MatrixSensing
-
-        if not isinstance(problem, MatrixSensing):
-            raise ValueError("`problem` must be a jm.MatrixSensing for this reduction.")
+        _check_measurements(self, problem)
         A = np.asarray(problem.A)
         left, right, diagonal = _common_basis(A, symmetric=False, tol=tol)
         U, V = (np.asarray(f) for f in w0)
@@ -202,7 +234,7 @@ class MatrixFactorization(AbstractPenalisedPair):
         )
 
 
-class SymmetricFactorization(AbstractPenalisedPair):
+class SymmetricFactorization(AbstractMatrixPair):
     r"""The pair $X = UU^\top$ ($U$: n x r), $h = \tfrac12|U|_F^2$ (so $X \succeq 0$).
 
     Parameters are the array `U`; $x = \operatorname{vec}(X)$. The induced penalty is the
@@ -231,12 +263,20 @@ class SymmetricFactorization(AbstractPenalisedPair):
     def h(self, w):
         return 0.5 * jnp.sum(w**2)
 
-    def matrix(self, x):
-        """The matrix X from the flattened model point x."""
-        return jnp.reshape(x, x.shape[:-1] + (self.n, self.n))
+    @property
+    def matrix_shape(self):
+        return (self.n, self.n)
 
-    def init(self, key, scale=1e-2):
-        """A small random factor: entries N(0, scale^2)."""
+    def init(self, x0=None, scale=1e-2, *, key=None):
+        """A small random factor around X = 0: entries N(0, scale^2).
+
+        **Arguments:**
+
+        - `x0`: `None` (or zeros): the factor is drawn around X = 0.
+        - `scale`: the entries' standard deviation, > 0 (default 1e-2).
+        - `key`: the PRNG key (required).
+        """
+        key = _random_factor_key(self, x0, key)
         scale = check_positive("scale", as_float_array(scale))
         return scale * jax.random.normal(key, (self.n, self.rank), scale.dtype)
 
@@ -258,10 +298,7 @@ class SymmetricFactorization(AbstractPenalisedPair):
 
     def commuting_reduction(self, problem, w0, tol=1e-9) -> CommutingReduction:
         """Reduce to `Square` on the aligned eigenvalues, or raise a clear error."""
-        from .._problems import MatrixSensing
-
-        if not isinstance(problem, MatrixSensing):
-            raise ValueError("`problem` must be a jm.MatrixSensing for this reduction.")
+        _check_measurements(self, problem)
         A = np.asarray(problem.A)
         if not np.allclose(A, np.swapaxes(A, 1, 2)):
             raise ValueError(

@@ -3,21 +3,27 @@ r"""The square pair $x = w \odot w$."""
 import jax.numpy as jnp
 
 from .._legendre import ShiftedEntropy
-from .._validation import as_float_array, check, check_finite, is_concrete
-from ._base import AbstractClosedFormPair
+from .._validation import as_float_array, check, check_point, is_concrete
+from ._base import AbstractMirrorDescentPair, AbstractPenalisedPair
 
 
-class Square(AbstractClosedFormPair):
+class Square(AbstractMirrorDescentPair, AbstractPenalisedPair):
     r"""The pair $x = w^2$ (so $x \ge 0$), $h(w) = \tfrac12|w|^2$.
 
     Parameters are the array `w`. $x_t$ is the mirror flow of the `ShiftedEntropy`
     $\nabla R_a(x) = \tfrac14\log x - \tfrac a2$, i.e.
     $\dot x = -4x\,\nabla f(x) - 2\alpha_t x$. Weight decay only shifts the potential:
-    it moves the centre $\hat x = x_0 e^{2a}$ but never changes the type of bias. With
-    constant $\alpha$ the flow minimises $f(x) + \tfrac\alpha2\sum_i x_i$ over $x \ge 0$.
+    it moves the centre $\hat x = x_0 e^{2a}$ but never changes the type of bias.
+
+    **Induced penalty.** $\rho(x) = \tfrac12\sum_i x_i$ on $x \ge 0$, so constant weight
+    decay $\alpha$ leads to $\min_{x \ge 0} f(x) + \tfrac\alpha2\sum_i x_i$.
+
+    **Discrete steps.** Gradient descent is a mirror descent with remainder
+    $-\tfrac12\log(1 - 2\beta) - \beta$ and no gain.
 
     **Initialisation convention** (`init(x0)`): $w_0 = \sqrt{x_0}$, $x_0 > 0$. The pair has
-    no free scale: its Legendre function is the same for every initialisation.
+    no free scale: its Legendre function is the same for every initialisation, and the
+    size of the initialisation is $x_0$ itself.
     """
 
     def g(self, w):
@@ -26,13 +32,24 @@ class Square(AbstractClosedFormPair):
     def h(self, w):
         return 0.5 * jnp.sum(w**2)
 
-    def init(self, x0):
-        """Parameters `w0 = sqrt(x0)` for an initial point `x0 > 0` of shape `(n,)`."""
-        x0 = check_finite("x0", as_float_array(x0))
-        if x0.ndim != 1:
+    def init(self, x0=None, scale=None, *, key=None):
+        r"""Parameters `w0 = sqrt(x0)` for an initial point `x0 > 0` of shape `(n,)`.
+
+        **Arguments:**
+
+        - `x0`: the initial model point, $> 0$ in every coordinate.
+        - `scale`: must be `None`: the square pair has no free scale (a small
+          initialisation is a small `x0`).
+        - `key`: unused (the initialisation is deterministic).
+        """
+        del key
+        if scale is not None:
             raise ValueError(
-                f"`x0` must be a vector of shape (n,), got shape {x0.shape}."
+                "`scale` must be None for Square: the pair has no free scale once `x0` "
+                "is fixed (w0 = sqrt(x0)); choose a small `x0` for a small "
+                f"initialisation. Got scale={scale!r}."
             )
+        x0 = check_point("x0", x0)
         x0 = check("x0", x0, lambda v: v > 0, "> 0 in every coordinate for Square")
         return jnp.sqrt(x0)
 
@@ -49,6 +66,9 @@ class Square(AbstractClosedFormPair):
                 "formulation='parameter'",
             )
         return ShiftedEntropy()
+
+    def remainder_and_gain(self, beta):
+        return -0.5 * jnp.log1p(-2 * beta) - beta, jnp.zeros_like(beta)
 
     def penalty(self, x):
         return jnp.where(jnp.all(x >= 0), 0.5 * jnp.sum(x), jnp.inf)

@@ -14,10 +14,6 @@ import argparse
 import pathlib
 
 import jax
-
-
-jax.config.update("jax_enable_x64", True)
-
 import jax.numpy as jnp
 import numpy as np
 
@@ -40,29 +36,34 @@ def _support(x, x_star, threshold=1e-2):
     return int(found.sum()), int((found & (x_star != 0)).sum())
 
 
-def run(horizon: float = 300.0, lr: float = 0.05):
+def _demo():
     problem, x_star = jm.datasets.sparse_regression()
     pair = jm.Hadamard()
-    w0 = pair.init(jnp.zeros(100), scale=1.0)
+    return problem, pair, pair.init(jnp.zeros(100), scale=1.0), x_star
+
+
+def _flow(problem, pair, schedule, w0, horizon, saveat=None, tol=1e-12):
+    return jm.solve(
+        *(problem, pair, schedule, w0),
+        t1=horizon,
+        saveat=saveat,
+        formulation=jm.ParameterFormulation(),
+        rtol=tol,
+        atol=1e-12,
+        max_steps=10**6,
+    )
+
+
+def _trajectories_and_table(horizon, lr):
+    """GD against the flow per schedule; SGD and AdamW endpoints per schedule."""
+    problem, pair, w0, x_star = _demo()
     steps = int(horizon / lr)
     trajectories, rows = {}, []
     for name, schedule in _schedules().items():
         gd = jm.train(problem, pair, schedule, w0, lr=lr, steps=steps, save_every=20)
-        flow = jm.solve(
-            problem,
-            pair,
-            schedule,
-            w0,
-            t1=horizon,
-            saveat=gd.ts,
-            formulation="parameter",
-            rtol=1e-10,
-            atol=1e-12,
-            max_steps=10**6,
-        )
+        flow = _flow(problem, pair, schedule, w0, horizon, saveat=gd.ts, tol=1e-10)
         trajectories[name] = (np.asarray(gd.ts), np.asarray(gd.xs), np.asarray(flow.xs))
-        for optimizer in ("sgd", "adamw"):
-            opt_lr = lr if optimizer == "sgd" else 0.01
+        for optimizer, opt_lr in (("sgd", lr), ("adamw", 0.01)):
             result = jm.train(
                 problem,
                 pair,
@@ -84,20 +85,14 @@ def run(horizon: float = 300.0, lr: float = 0.05):
                     loss=float(result.loss),
                 )
             )
+    return trajectories, rows
 
-    # First-order convergence of GD(T) to flow(T) with the switch-off schedule.
+
+def _first_order(horizon):
+    """|GD(T) - flow(T)| against lr with the switch-off schedule, and its log-log slope."""
+    problem, pair, w0, _ = _demo()
     schedule = jm.SwitchOff(ALPHA, T_OFF)
-    flow_end = jm.solve(
-        problem,
-        pair,
-        schedule,
-        w0,
-        t1=horizon,
-        formulation="parameter",
-        rtol=1e-12,
-        atol=1e-12,
-        max_steps=10**6,
-    ).x_final
+    flow_end = _flow(problem, pair, schedule, w0, horizon).x_final
     lrs = np.array([0.1, 0.05, 0.025, 0.0125])
     gaps = []
     for step in lrs:
@@ -106,10 +101,13 @@ def run(horizon: float = 300.0, lr: float = 0.05):
             problem, pair, schedule, w0, lr=step, steps=n, save_every=n
         ).x_final
         gaps.append(float(jnp.linalg.norm(x - flow_end)))
-    slope = float(np.polyfit(np.log(lrs), np.log(gaps), 1)[0])
+    return lrs, gaps, float(np.polyfit(np.log(lrs), np.log(gaps), 1)[0])
 
-    # Finite-step prediction at lr = 0.05 against a long run.
-    long_steps = int(30_000 / lr)
+
+def _finite_step_predictions(lr, long_steps):
+    """The flow's and the exact discrete predictions against a long run at `lr`."""
+    problem, pair, w0, _ = _demo()
+    schedule = jm.SwitchOff(ALPHA, T_OFF)
     gd_end = jm.train(
         problem, pair, schedule, w0, lr=lr, steps=long_steps, save_every=long_steps
     ).x_final
@@ -122,14 +120,21 @@ def run(horizon: float = 300.0, lr: float = 0.05):
         predictions[f"discrete, gains of first {gain_steps} steps"] = float(
             jnp.linalg.norm(gd_end - x)
         )
+    return predictions
+
+
+def run(horizon: float = 300.0, lr: float = 0.05):
+    trajectories, rows = _trajectories_and_table(horizon, lr)
+    lrs, gaps, slope = _first_order(horizon)
+    long_steps = int(30_000 / lr)
     return dict(
         trajectories=trajectories,
         rows=rows,
         lrs=lrs,
         gaps=gaps,
         slope=slope,
-        predictions=predictions,
-        x_star=x_star,
+        predictions=_finite_step_predictions(lr, long_steps),
+        x_star=_demo()[3],
         lr=lr,
         long_steps=long_steps,
     )
@@ -168,6 +173,7 @@ def plot(results, path):
 
 
 def main(argv=None):
+    jax.config.update("jax_enable_x64", True)  # an entry point: reference checks
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="docs/figures")
     args = parser.parse_args(argv)

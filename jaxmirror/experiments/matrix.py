@@ -47,7 +47,7 @@ def run(scale: str = "small"):
                 schedule,
                 w0,
                 t1=cfg["t1"] * 3,
-                formulation="parameter",
+                formulation=jm.ParameterFormulation(),
                 rtol=1e-10,
                 atol=1e-12,
                 max_steps=10**6,
@@ -66,7 +66,7 @@ def run(scale: str = "small"):
                 n1=size, n2=size, d=measurements, rank=2, seed=seed
             )
             pair = jm.MatrixFactorization((size, size), size)
-            w0 = pair.init(jax.random.PRNGKey(seed), scale=0.1)
+            w0 = pair.init(scale=0.1, key=jax.random.PRNGKey(seed))
             ts = jnp.linspace(0.0, cfg["t1"], 51)
             sol = jm.solve(
                 problem,
@@ -75,7 +75,7 @@ def run(scale: str = "small"):
                 w0,
                 t1=cfg["t1"],
                 saveat=ts,
-                formulation="parameter",
+                formulation=jm.ParameterFormulation(),
                 rtol=1e-7,
                 atol=1e-9,
                 max_steps=10**6,

@@ -20,7 +20,12 @@ def reproduce(name: str, scale: str = "small", out="reproduce") -> pathlib.Path:
     """Run one experiment (or `"all"`) and write `NAME.md` and its figures into `out`."""
     import jax
 
-    jax.config.update("jax_enable_x64", True)  # reference checks against closed forms
+    if not jax.config.jax_enable_x64:
+        raise ValueError(
+            "`reproduce` checks flows against closed forms in float64: call "
+            "jax.config.update('jax_enable_x64', True) first (the `jaxmirror` command "
+            "and the notebooks do)."
+        )
     check_scale(scale)
     names = list(EXPERIMENTS) if name == "all" else [name]
     for item in names:

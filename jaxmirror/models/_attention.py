@@ -79,5 +79,5 @@ def attention_task(
 
     train, held = make(sequences), make(sequences)
     pair = MatrixFactorization((e, e), rank)
-    w0 = pair.init(jax.random.PRNGKey(seed), scale=init_scale)
+    w0 = pair.init(scale=init_scale, key=jax.random.PRNGKey(seed))
     return loss_for(*train), pair, w0, X_star, loss_for(*held)

@@ -75,5 +75,5 @@ def lora_task(
         return Problem(loss, n=outputs * inputs)
 
     pair = MatrixFactorization((outputs, inputs), rank)
-    w0 = pair.init(jax.random.PRNGKey(seed), scale=init_scale)
+    w0 = pair.init(scale=init_scale, key=jax.random.PRNGKey(seed))
     return loss_for(*make(samples)), pair, w0, W0, delta, loss_for(*make(samples))

@@ -1,0 +1,35 @@
+"""The arguments shared by the formulations built on a closed-form Legendre function."""
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from .._legendre import AbstractLegendre
+from .._pairs import AbstractClosedFormPair
+from .._schedules import AbstractSchedule
+
+
+class LegendreArgs(eqx.Module):
+    r"""$R_a$, the schedule (for $a_t$), and $\theta_0 = \nabla R_0(x_0)$."""
+
+    legendre: AbstractLegendre
+    schedule: AbstractSchedule
+    theta0: Float[Array, " n"]
+
+
+def legendre_args(pair, schedule, w0) -> LegendreArgs:
+    r"""The Legendre function of `w0` and $\theta_0 = \nabla R_0(g(w_0))$, computed once."""
+    legendre = pair.legendre(w0)
+    x0 = pair.g(w0)
+    theta0 = legendre.grad(x0, jnp.zeros((), x0.dtype))  # a_0 = 0
+    return LegendreArgs(legendre, schedule, theta0)
+
+
+def closed_form_reason(pair) -> str | None:
+    if isinstance(pair, AbstractClosedFormPair):
+        return None
+    return (
+        "needs a pair with a closed-form Legendre function (an "
+        f"`AbstractClosedFormPair`); {type(pair).__name__} has none. Use "
+        "formulation='parameter'."
+    )

@@ -1,0 +1,44 @@
+r"""The mirror (primal) formulation: integrate $x$ in the Hessian metric of $R_{a_t}$."""
+
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+
+from ._base import AbstractFormulation
+from ._legendre_args import closed_form_reason, legendre_args
+
+
+class MirrorFormulation(AbstractFormulation):
+    r"""The time-varying mirror flow written in $x$ (THEORY.md section 2):
+    $$\dot x = -\big[\nabla^2 R_{a_t}(x)\big]^{-1}\big(\nabla f(x)
+        - \alpha_t\,\partial_a \nabla R_a(x)\big|_{a = a_t}\big).$$
+
+    The term $-\partial_a\nabla R_a$ is $\nabla_x y_a(x)$, the regularizer $y = h(w)$
+    written as a function of x. Needs an `AbstractClosedFormPair`; the state is x itself
+    (n entries). The most accurate formulation for long constant-weight-decay runs,
+    where the dual coordinate grows without bound.
+    """
+
+    name: ClassVar[str] = "mirror"
+
+    def unsupported(self, problem, pair):
+        return closed_form_reason(pair)
+
+    def init(self, problem, pair, schedule, w0):
+        args = legendre_args(pair, schedule, w0)
+        return pair.g(w0), args
+
+    def field(self, t, x, problem, args):
+        a = args.schedule.a(t)
+        _, dtheta_da = jax.jvp(
+            lambda a_: args.legendre.grad(x, a_), (a,), (jnp.ones_like(a),)
+        )
+        force = problem.grad(x) - args.schedule(t) * dtheta_da
+        return -force / args.legendre.hessian_diag(x, a)
+
+    def point(self, t, x, problem, args):
+        return x
+
+    def parameters(self, y):
+        return None

@@ -1,0 +1,107 @@
+"""Input checks shared by the entry points (`solve`, `implicit_bias`, `train`, `sweep`).
+
+Each raises a `ValueError` (or `TypeError` for a wrong kind of object) that names the
+argument and says what was expected, before any long computation starts.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._pairs import AbstractMatrixPair, AbstractPair
+from ._problems import as_problem, MatrixSensing
+from ._schedules import AbstractSchedule
+from ._validation import as_float_array, check, is_concrete
+
+
+def check_pair(pair) -> None:
+    if not isinstance(pair, AbstractPair):
+        raise TypeError(
+            f"`pair` must be a jaxmirror pair (e.g. `jm.Hadamard()`), got "
+            f"{type(pair).__name__}."
+        )
+
+
+def check_schedule(schedule, name: str = "schedule") -> None:
+    if not isinstance(schedule, AbstractSchedule):
+        raise TypeError(
+            f"`{name}` must be a jaxmirror schedule (e.g. `jm.SwitchOff(alpha, t_off)`), "
+            f"got {type(schedule).__name__}."
+        )
+
+
+def check_inputs(problem, pair, schedule, w0):
+    """Checks shared by `solve`, `implicit_bias` and `train`: one configuration.
+
+    **Returns:** `(problem, w0)`, the problem as an `AbstractProblem` and `w0` as
+    floating arrays.
+    """
+    problem = as_problem(problem)
+    check_pair(pair)
+    check_schedule(schedule)
+    batch = jax.eval_shape(schedule, 0.0).shape
+    if batch != ():
+        raise ValueError(
+            f"`schedule` must be a single schedule with scalar parameters, got batch "
+            f"shape {batch}. Map over a batch with `jax.vmap` or use `jm.sweep`."
+        )
+    w0 = check_point_of(problem, pair, w0)
+    return problem, w0
+
+
+def check_point_of(problem, pair, w0, batched: bool = False):
+    """`w0` as floating arrays, finite, with `g(w0)` of the problem's shape."""
+    if isinstance(pair, AbstractMatrixPair) and isinstance(problem, MatrixSensing):
+        problem.check_shape(pair.matrix_shape)
+    w0 = jax.tree_util.tree_map(as_float_array, w0)
+    g = jax.vmap(pair.g) if batched else pair.g
+    try:
+        x_shape = jax.eval_shape(g, w0)
+    except Exception as error:  # noqa: BLE001 - re-raised with the argument named
+        raise ValueError(
+            f"`w0` does not fit the pair {type(pair).__name__}: g(w0) failed with "
+            f"{type(error).__name__}: {error}"
+        ) from error
+    n = problem.dim()
+    point_shape = x_shape.shape[1:] if batched else x_shape.shape
+    if len(point_shape) != 1 or (n is not None and point_shape != (n,)):
+        raise ValueError(
+            f"`w0` gives x = g(w0) of shape {x_shape.shape}, but the problem expects "
+            f"shape {'(K, ' if batched else '('}{n},)."
+        )
+    if is_concrete(w0):
+        leaves = jax.tree_util.tree_leaves(w0)
+        if not all(bool(np.all(np.isfinite(np.asarray(leaf)))) for leaf in leaves):
+            raise ValueError("`w0` must be finite (no NaN or inf).")
+    return w0
+
+
+def check_t1(t1):
+    """`t1` as a floating array, finite and > 0: checked now when concrete, and through
+    `eqx.error_if` when traced (a traced negative `t1` would integrate backwards)."""
+    t1 = as_float_array(t1)
+    if t1.ndim != 0:
+        raise ValueError(f"`t1` must be a scalar, got shape {t1.shape}.")
+    return check("t1", t1, lambda t: jnp.isfinite(t) & (t > 0), "finite and > 0")
+
+
+def check_tolerance(name: str, value) -> float:
+    """A Python float, finite and > 0."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError(f"`{name}` must be a finite number > 0, got {value!r}.")
+    return number
+
+
+def check_count(name: str, value, minimum: int = 1) -> int:
+    """A Python int >= `minimum` (bools and non-integral floats refused)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(f"`{name}` must be an int >= {minimum}, got {value!r}.")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be an int >= {minimum}, got {value!r}.")
+    return int(value)

@@ -1,0 +1,63 @@
+r"""The status vocabulary: every outcome code jaxmirror reports, with its meaning.
+
+Inside `jit` nothing raises: a solve, a prediction or a training run reports how it
+ended as an integer code in an array (one per configuration in a sweep). The codes are
+IntEnums whose members carry a message, after diffrax's `RESULTS`:
+
+```python
+sol = jm.solve(...)
+jm.Status(int(sol.status)).message
+```
+
+Both vocabularies share their numbering where their meanings coincide (0 success,
+1 out of steps or iterations, 2 non-finite), so a sweep's `status` and `bias_status`
+read the same way.
+"""
+
+import enum
+
+
+class _StatusEnum(enum.IntEnum):
+    """An IntEnum whose members carry a one-line message."""
+
+    def __new__(cls, value: int, message: str):
+        member = int.__new__(cls, value)
+        member._value_ = value
+        member.message = message
+        return member
+
+    @classmethod
+    def flag_attributes(cls) -> dict:
+        """CF-convention attributes describing the codes (`flag_values`, `flag_meanings`)."""
+        return {
+            "flag_values": [int(member) for member in cls],
+            "flag_meanings": " ".join(member.name.lower() for member in cls),
+        }
+
+
+class Status(_StatusEnum):
+    """How a flow (`jm.solve`, `jm.sweep`) or a training run (`jm.train`) ended.
+
+    - `SUCCESS` (0): reached the final time (or step) with finite values.
+    - `MAX_STEPS` (1): the step budget `max_steps` ran out before `t1`.
+    - `NONFINITE` (2): the state or its vector field became non-finite (NaN or inf).
+    - `SOLVER_FAILURE` (3): the ODE solver failed for another reason.
+    """
+
+    SUCCESS = 0, "reached t1 with finite values"
+    MAX_STEPS = 1, "ran out of steps (`max_steps`) before t1"
+    NONFINITE = 2, "the state or its vector field became non-finite (NaN or inf)"
+    SOLVER_FAILURE = 3, "the ODE solver failed"
+
+
+class BiasStatus(_StatusEnum):
+    """How a prediction (`jm.implicit_bias`, `jm.discrete_implicit_bias`) ended.
+
+    - `CONVERGED` (0): the optimality conditions hold to the tolerance.
+    - `MAX_ITERATIONS` (1): the iteration cap `max_iter` ran out first.
+    - `NONFINITE` (2): the iteration produced a non-finite value.
+    """
+
+    CONVERGED = 0, "the optimality conditions hold to the tolerance"
+    MAX_ITERATIONS = 1, "the iteration cap `max_iter` ran out first"
+    NONFINITE = 2, "the iteration produced a non-finite value"
