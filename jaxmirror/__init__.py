@@ -1,6 +1,7 @@
 """jaxmirror: how regularization shapes implicit bias, as a differentiable JAX simulator."""
 
 from . import conventions as conventions, datasets as datasets, models as models
+from ._cache import enable_compilation_cache as enable_compilation_cache
 from ._commute import lie_brackets as lie_brackets, LieBrackets as LieBrackets
 from ._compare import (
     compare_to_flow as compare_to_flow,
@@ -30,6 +31,8 @@ from ._implicit_bias import implicit_bias as implicit_bias
 from ._legendre import (
     AbstractLegendre as AbstractLegendre,
     HyperbolicEntropy as HyperbolicEntropy,
+    LogisticEntropy as LogisticEntropy,
+    PowerEntropy as PowerEntropy,
     ShiftedEntropy as ShiftedEntropy,
 )
 from ._optimize import (
@@ -37,6 +40,7 @@ from ._optimize import (
     ScheduleOptimization as ScheduleOptimization,
 )
 from ._pairs import (
+    AbstractClockOnlyPair as AbstractClockOnlyPair,
     AbstractClosedFormPair as AbstractClosedFormPair,
     AbstractMatrixPair as AbstractMatrixPair,
     AbstractMirrorDescentPair as AbstractMirrorDescentPair,
@@ -45,7 +49,9 @@ from ._pairs import (
     CommutingReduction as CommutingReduction,
     DiffSquares as DiffSquares,
     Hadamard as Hadamard,
+    LogDifference as LogDifference,
     MatrixFactorization as MatrixFactorization,
+    PowerDifference as PowerDifference,
     Square as Square,
     SymmetricFactorization as SymmetricFactorization,
 )
@@ -72,3 +78,6 @@ from ._solve import Solution as Solution, solve as solve
 from ._status import BiasStatus as BiasStatus, Status as Status
 from ._sweep import grid as grid, sweep as sweep
 from ._version import __version__ as __version__
+
+
+enable_compilation_cache()  # the one global JAX setting jaxmirror makes (see _cache.py)

@@ -4,24 +4,32 @@ Example (`jaxmirror sweep CONFIG.yaml --out DIR`):
 
 ```yaml
 problem: {kind: sparse_regression, n: 100, d: 40, sparsity: 5, seed: 0}
+# or your own data: {kind: npz, path: data.npz}  (arrays Z, y and optionally truth)
 pair: hadamard                 # hadamard | diff_squares | square
 init: {x0: 0.0, scale: 1.0}    # pair.init(x0, scale); square: {x0: 0.1}, no scale
 schedule:
   kind: switch_off             # constant | switch_off | linear_decay | cosine | exponential_decay
-  grid:                        # outer product; each axis [start, stop, num] or a list of values
+  grid:                        # outer product; each axis [start, stop, num] or {values: [...]}
     alpha: [0.0, 0.1, 32]
     t_off: [10.0, 100.0, 32]
 t1: 200.0
-solver: {formulation: auto, rtol: 1.0e-6, atol: 1.0e-9, max_steps: 100000}  # auto | rowspace | dual | mirror | parameter
-sweep: {strategy: auto, chunk_size: 256}
+solver: {formulation: auto, rtol: 1e-6, atol: 1e-9, max_steps: 100000}  # auto | rowspace | dual | mirror | parameter
+sweep: {strategy: auto, chunk_size: 256}   # chunk_size: omit for adaptive chunks
 precision: float64             # float64 | float32
 ```
+
+Numbers may be written as `1e-6` or `1.0e6` (YAML 1.2 floats; PyYAML alone reads
+them as strings). Every error names the key path, e.g. `solver.rtol: must be a
+number > 0, got -1.0`.
 """
 
 import dataclasses
 import pathlib
+import re
 
 import numpy as np
+
+from ._formulations import FORMULATIONS as _REGISTRY
 
 
 PAIRS = {"hadamard": "Hadamard", "diff_squares": "DiffSquares", "square": "Square"}
@@ -32,21 +40,32 @@ SCHEDULES = {
     "cosine": ("Cosine", ("alpha", "t_end")),
     "exponential_decay": ("ExponentialDecay", ("alpha", "rate")),
 }
+FORMULATIONS = ("auto", *_REGISTRY)
+STRATEGIES = ("auto", "vmap", "batched")
 TOP_KEYS = {"problem", "pair", "init", "schedule", "t1", "solver", "sweep", "precision"}
-REQUIRED = {"problem", "pair", "schedule", "t1"}
-PROBLEM_KEYS = {"kind", "n", "d", "sparsity", "seed", "noise"}
+REQUIRED = ("problem", "pair", "schedule", "t1")
+PROBLEM_KEYS = {
+    "sparse_regression": {"kind", "n", "d", "sparsity", "seed", "noise"},
+    "npz": {"kind", "path"},
+}
 SOLVER_KEYS = {"formulation", "rtol", "atol", "max_steps"}
 SWEEP_KEYS = {"strategy", "chunk_size"}
 
 
 class ConfigError(ValueError):
-    """A sweep configuration file that does not validate."""
+    """A sweep configuration that does not validate: `key` is the path of the bad key."""
+
+    def __init__(self, key: str, message: str):
+        self.key, self.message = key, message
+        super().__init__(f"{key}: {message}")
 
 
 @dataclasses.dataclass
 class SweepSpec:
+    """A validated configuration: the inputs of `jm.sweep`."""
+
     problem: object
-    truth: np.ndarray
+    truth: np.ndarray | None
     pair: object
     schedules: object
     w0: object
@@ -55,59 +74,81 @@ class SweepSpec:
     raw: dict
 
 
-def _mapping(value, where):
+def _mapping(value, key):
     if not isinstance(value, dict):
-        raise ConfigError(f"`{where}` must be a mapping, got {type(value).__name__}.")
+        raise ConfigError(key, f"must be a mapping, got {type(value).__name__}.")
     return value
 
 
-def _unknown(mapping, allowed, where):
-    extra = sorted(set(mapping) - set(allowed))
+def _unknown(mapping, allowed, key):
+    extra = sorted(set(mapping) - set(allowed), key=str)
     if extra:
-        raise ConfigError(
-            f"unknown key(s) {extra} in `{where}`; allowed: {sorted(allowed)}."
-        )
+        raise ConfigError(key, f"unknown key(s) {extra}; allowed: {sorted(allowed)}.")
 
 
-def _number(value, where, positive=False, integer=False):
+def _choice(value, choices, key):
+    if value not in choices:
+        raise ConfigError(key, f"must be one of {list(choices)}, got {value!r}.")
+    return value
+
+
+def _number(value, key, positive=False, integer=False):
     ok = isinstance(value, int | float) and not isinstance(value, bool)
+    ok = ok and bool(np.isfinite(value)) and not (positive and value <= 0)
     if integer:
         ok = ok and float(value).is_integer()
-    if not ok or not np.isfinite(value) or (positive and value <= 0):
+    if not ok:
         kind = "an integer" if integer else "a number"
+        hint = " (write floats as 1e-6 or 1.0e-6)" if isinstance(value, str) else ""
         raise ConfigError(
-            f"`{where}` must be {kind}{' > 0' if positive else ''}, got {value!r}."
+            key, f"must be {kind}{' > 0' if positive else ''}, got {value!r}{hint}."
         )
     return int(value) if integer else float(value)
 
 
-def _axis(value, where):
-    if (
-        isinstance(value, list)
-        and len(value) == 3
-        and all(isinstance(v, int | float) for v in value)
-    ):
-        start, stop, num = value
-        return np.linspace(
-            _number(start, where), _number(stop, where), _number(num, where, True, True)
-        )
+def _axis(value, key):
+    if isinstance(value, list) and len(value) == 3:
+        start, stop = _number(value[0], key), _number(value[1], key)
+        return np.linspace(start, stop, _number(value[2], key, True, True))
     if isinstance(value, dict) and set(value) == {"values"}:
-        return np.asarray([_number(v, where) for v in value["values"]])
+        values = value["values"]
+        if isinstance(values, list) and values:
+            return np.asarray([_number(v, f"{key}.values") for v in values])
     raise ConfigError(
-        f"`{where}` must be [start, stop, num] or {{values: [...]}}, got {value!r}."
+        key, f"must be [start, stop, num] or {{values: [...]}}, got {value!r}."
     )
+
+
+def _yaml_loader():
+    """PyYAML's safe loader, with YAML 1.2 floats (`1e-6`, `1.0e6`)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+        list("-+0123456789"),
+    )
+    return Loader
 
 
 def load(path) -> dict:
     """Read a YAML file safely (no arbitrary objects)."""
     import yaml
 
-    text = pathlib.Path(path).read_text()
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ConfigError("config", f"no such file: {path}.")
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(path.read_text(), Loader=_yaml_loader())  # noqa: S506 - safe
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from error
-    return _mapping(data, "the configuration file")
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ConfigError("config", f"not valid YAML ({first}).") from None
+    except UnicodeDecodeError:
+        raise ConfigError("config", "not a text file.") from None
+    return _mapping(data, "config")
 
 
 def _dtype(raw):
@@ -116,13 +157,14 @@ def _dtype(raw):
     import jax
     import jax.numpy as jnp
 
-    precision = raw.get("precision", "float64")
-    if precision not in ("float64", "float32"):
-        raise ConfigError(f"`precision` must be float64 or float32, got {precision!r}.")
+    precision = _choice(
+        raw.get("precision", "float64"), ("float64", "float32"), "precision"
+    )
     if precision == "float64" and not jax.config.jax_enable_x64:
         raise ConfigError(
-            "`precision` float64 needs jax_enable_x64 (set it before building, as the "
-            "`jaxmirror` command does)."
+            "precision",
+            "float64 needs jax_enable_x64 (set it before building, as the `jaxmirror` "
+            "command does).",
         )
     return jnp.dtype(precision)
 
@@ -136,15 +178,9 @@ def _cast(tree, dtype):
     )
 
 
-def _build_problem(raw, dtype):
+def _sparse_problem(problem_cfg):
     import jaxmirror as jm
 
-    problem_cfg = _mapping(raw["problem"], "problem")
-    _unknown(problem_cfg, PROBLEM_KEYS, "problem")
-    if problem_cfg.get("kind") != "sparse_regression":
-        raise ConfigError(
-            f"`problem.kind` must be 'sparse_regression', got {problem_cfg.get('kind')!r}."
-        )
     kwargs = {
         k: _number(problem_cfg[k], f"problem.{k}", positive=True, integer=True)
         for k in ("n", "d", "sparsity")
@@ -154,7 +190,47 @@ def _build_problem(raw, dtype):
         kwargs["seed"] = _number(problem_cfg["seed"], "problem.seed", integer=True)
     if "noise" in problem_cfg:
         kwargs["noise"] = _number(problem_cfg["noise"], "problem.noise")
-    problem, truth = jm.datasets.sparse_regression(**kwargs)
+    try:
+        return jm.datasets.sparse_regression(**kwargs)
+    except ValueError as error:
+        raise ConfigError("problem", str(error)) from None
+
+
+def _npz_problem(problem_cfg, base: pathlib.Path):
+    import jaxmirror as jm
+
+    if "path" not in problem_cfg or not isinstance(problem_cfg["path"], str):
+        raise ConfigError("problem.path", "must be the path of an .npz file.")
+    path = base / problem_cfg["path"]
+    try:
+        with np.load(path) as data:
+            arrays = {k: np.asarray(data[k]) for k in data.files}
+    except (OSError, ValueError) as error:
+        raise ConfigError("problem.path", f"cannot read {path}: {error}") from None
+    missing = sorted({"Z", "y"} - set(arrays))
+    if missing:
+        raise ConfigError("problem.path", f"{path} lacks the array(s) {missing}.")
+    try:
+        problem = jm.LeastSquares(arrays["Z"], arrays["y"])
+    except ValueError as error:
+        raise ConfigError("problem.path", f"{path}: {error}") from None
+    truth = arrays.get("truth")
+    if truth is not None and truth.shape != (problem.dim(),):
+        raise ConfigError(
+            "problem.path",
+            f"`truth` in {path} must have shape ({problem.dim()},), got {truth.shape}.",
+        )
+    return problem, truth
+
+
+def _build_problem(raw, dtype, base):
+    problem_cfg = _mapping(raw["problem"], "problem")
+    kind = _choice(problem_cfg.get("kind"), tuple(PROBLEM_KEYS), "problem.kind")
+    _unknown(problem_cfg, PROBLEM_KEYS[kind], "problem")
+    if kind == "npz":
+        problem, truth = _npz_problem(problem_cfg, base)
+    else:
+        problem, truth = _sparse_problem(problem_cfg)
     return _cast(problem, dtype), truth
 
 
@@ -163,11 +239,7 @@ def _build_pair_and_init(raw, n, dtype):
 
     import jaxmirror as jm
 
-    if raw["pair"] not in PAIRS:
-        raise ConfigError(
-            f"`pair` must be one of {sorted(PAIRS)}, got {raw['pair']!r}."
-        )
-    pair = getattr(jm, PAIRS[raw["pair"]])()
+    pair = getattr(jm, PAIRS[_choice(raw["pair"], tuple(PAIRS), "pair")])()
     init = _mapping(raw.get("init", {}), "init")
     _unknown(init, {"x0", "scale"}, "init")
     kwargs = {}
@@ -177,7 +249,8 @@ def _build_pair_and_init(raw, n, dtype):
     try:
         w0 = pair.init(x0, **kwargs)
     except ValueError as error:
-        raise ConfigError(f"`init`: {error}") from error
+        key = "init.scale" if str(error).startswith("`scale`") else "init.x0"
+        raise ConfigError(key, str(error)) from None
     return pair, _cast(w0, dtype)
 
 
@@ -186,21 +259,19 @@ def _build_schedules(raw, dtype):
 
     schedule_cfg = _mapping(raw["schedule"], "schedule")
     _unknown(schedule_cfg, {"kind", "grid"}, "schedule")
-    kind = schedule_cfg.get("kind")
-    if kind not in SCHEDULES:
-        raise ConfigError(
-            f"`schedule.kind` must be one of {sorted(SCHEDULES)}, got {kind!r}."
-        )
+    kind = _choice(schedule_cfg.get("kind"), tuple(SCHEDULES), "schedule.kind")
     name, params = SCHEDULES[kind]
     axes_cfg = _mapping(schedule_cfg.get("grid", {}), "schedule.grid")
     _unknown(axes_cfg, params, "schedule.grid")
     missing = sorted(set(params) - set(axes_cfg))
     if missing:
-        raise ConfigError(
-            f"`schedule.grid` misses {missing} for schedule kind {kind!r}."
-        )
+        raise ConfigError("schedule.grid", f"misses {missing} for kind {kind!r}.")
     axes = {k: _axis(axes_cfg[k], f"schedule.grid.{k}") for k in params}
-    return _cast(getattr(jm, name)(**jm.grid(**axes)), dtype)
+    try:
+        schedules = getattr(jm, name)(**jm.grid(**axes))
+    except ValueError as error:
+        raise ConfigError("schedule.grid", str(error)) from None
+    return _cast(schedules, dtype)
 
 
 def _build_options(raw) -> dict:
@@ -210,7 +281,9 @@ def _build_options(raw) -> dict:
     _unknown(sweep_cfg, SWEEP_KEYS, "sweep")
     options = {}
     if "formulation" in solver_cfg:
-        options["formulation"] = str(solver_cfg["formulation"])
+        options["formulation"] = _choice(
+            solver_cfg["formulation"], FORMULATIONS, "solver.formulation"
+        )
     for key in ("rtol", "atol"):
         if key in solver_cfg:
             options[key] = _number(solver_cfg[key], f"solver.{key}", positive=True)
@@ -219,7 +292,9 @@ def _build_options(raw) -> dict:
             solver_cfg["max_steps"], "solver.max_steps", True, True
         )
     if "strategy" in sweep_cfg:
-        options["strategy"] = str(sweep_cfg["strategy"])
+        options["strategy"] = _choice(
+            sweep_cfg["strategy"], STRATEGIES, "sweep.strategy"
+        )
     if "chunk_size" in sweep_cfg:
         options["chunk_size"] = _number(
             sweep_cfg["chunk_size"], "sweep.chunk_size", True, True
@@ -227,16 +302,18 @@ def _build_options(raw) -> dict:
     return options
 
 
-def build(raw: dict) -> SweepSpec:
-    """Validate a configuration mapping and build the sweep's inputs."""
-    _unknown(raw, TOP_KEYS, "the configuration file")
-    missing = sorted(REQUIRED - set(raw))
-    if missing:
-        raise ConfigError(
-            f"missing required key(s) {missing} in the configuration file."
-        )
+def build(raw: dict, base=".") -> SweepSpec:
+    """Validate a configuration mapping and build the sweep's inputs.
+
+    `base` is the directory that relative paths (`problem.path`) start from.
+    """
+    raw = _mapping(raw, "config")
+    _unknown(raw, TOP_KEYS, "config")
+    for key in REQUIRED:
+        if key not in raw:
+            raise ConfigError(key, "is required.")
     dtype = _dtype(raw)
-    problem, truth = _build_problem(raw, dtype)
+    problem, truth = _build_problem(raw, dtype, pathlib.Path(base))
     pair, w0 = _build_pair_and_init(raw, problem.dim(), dtype)
     schedules = _build_schedules(raw, dtype)
     options = _build_options(raw)

@@ -79,6 +79,24 @@ def make_optimizer(optimizer, lr, schedule, momentum: float = 0.9):
     )
 
 
+def _check_learning_rate(optimizer, lr) -> None:
+    """A user transformation must step by `lr`: step k is time k * lr.
+
+    Its first update of a unit gradient is probed: SGD, momentum, Adam and AdamW all
+    move by the learning rate (Adam to within its epsilon).
+    """
+    with jax.ensure_compile_time_eval(), jax.numpy_dtype_promotion("standard"):
+        zero = jnp.zeros((), lr.dtype)
+        update, _ = optimizer.update(jnp.ones_like(zero), optimizer.init(zero), zero)
+        step = abs(float(update))
+    if not np.isclose(step, float(lr), rtol=1e-6, atol=0.0):
+        raise ValueError(
+            f"`optimizer`: its first step moves a unit gradient by {step:.6g}, but "
+            f"`lr` = {float(lr):.6g}; jm.train maps step k to time k * lr, so the "
+            "optimizer's learning rate must be `lr` (e.g. optax.sgd(lr))."
+        )
+
+
 def _check_weight_decay(pair, w0):
     """`add_decayed_weights` adds alpha * w: the pair's h must be 1/2 |w|^2."""
     if not is_concrete(w0):
@@ -147,6 +165,8 @@ def train(
     lr = as_float_array(lr)
     if is_concrete(lr) and not (np.isfinite(lr) and float(lr) > 0):
         raise ValueError(f"`lr` must be finite and > 0, got {float(lr)}.")
+    if isinstance(optimizer, optax.GradientTransformation) and is_concrete(lr):
+        _check_learning_rate(optimizer, lr)
     problem, w0 = check_inputs(problem, pair, schedule, w0)
     _check_weight_decay(pair, w0)
     return _train(

@@ -25,7 +25,12 @@ from jaxtyping import Array, Float, Int
 
 from ._formulations._legendre_args import legendre_args
 from ._inputs import check_inputs
-from ._pairs import AbstractClosedFormPair, AbstractMatrixPair, AbstractPenalisedPair
+from ._pairs import (
+    AbstractClockOnlyPair,
+    AbstractClosedFormPair,
+    AbstractMatrixPair,
+    AbstractPenalisedPair,
+)
 from ._problems import AbstractLinearProblem, LeastSquares, MatrixSensing
 from ._status import BiasStatus
 from ._validation import float_dtype, is_concrete
@@ -69,6 +74,9 @@ def _penalised_reason(problem, pair) -> str | None:
             f"penalty (`AbstractPenalisedPair`); {type(pair).__name__} does not declare "
             "it."
         )
+    unavailable = pair.penalised_limit_unavailable()
+    if unavailable is not None:
+        return unavailable
     if not isinstance(problem, AbstractLinearProblem):
         return (
             "`problem`: the constant-weight-decay limit needs a loss of the predictions "
@@ -86,10 +94,14 @@ def prediction_regime(problem, pair, schedule) -> bool | None:
     batch) is finite (the constrained limit after a switch-off), `False` when none is
     (the penalised limit under constant weight decay), `None` when both occur or the
     schedule is traced (both limits are computed and selected per configuration).
+    For an `AbstractClockOnlyPair` it is always `True`: weight decay changes only the
+    clock, and the limit is the constrained one for every schedule.
     """
     a_inf = schedule.a_inf()
     regime = None
-    if is_concrete(a_inf):
+    if isinstance(pair, AbstractClockOnlyPair):
+        regime = True  # the limit does not depend on the schedule
+    elif is_concrete(a_inf):
         finite = np.isfinite(np.asarray(a_inf))
         regime = True if finite.all() else (False if not finite.any() else None)
     if isinstance(pair, AbstractMatrixPair) and regime is None:
@@ -272,6 +284,8 @@ def implicit_bias(
     - If $a_\infty = -\infty$ with $\alpha_t \to \alpha_\infty > 0$ (`Constant`): the
       minimiser of $f(x) + \alpha_\infty\rho(x)$, $\rho$ the pair's `penalty` (the lasso
       for `Hadamard`, whose loss is $\tfrac12|Zx - y|^2$, not divided by $d$).
+    - For a pair on which weight decay only runs the clock (`AbstractClockOnlyPair`,
+      such as `LogDifference`): the constrained limit, for every schedule.
 
     Under `jax.vmap` over schedules of both kinds, both limits are computed and the right
     one selected.

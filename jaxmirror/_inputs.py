@@ -75,7 +75,7 @@ def check_point_of(problem, pair, w0, batched: bool = False):
         leaves = jax.tree_util.tree_leaves(w0)
         if not all(bool(np.all(np.isfinite(np.asarray(leaf)))) for leaf in leaves):
             raise ValueError("`w0` must be finite (no NaN or inf).")
-    return w0
+    return pair.check_parameters(w0)
 
 
 def check_t1(t1):

@@ -25,10 +25,20 @@ _LOG2 = float(np.log(2.0))
 
 
 class AbstractLegendre(eqx.Module):
-    r"""A time-varying, separable Legendre function $R_a(x)$.
+    r"""A time-varying, separable Legendre function $R_a(x)$, with a clock.
 
-    The mirror flow it defines is $\frac{d}{dt}\nabla R_{a_t}(x_t) = -\nabla f(x_t)$.
+    The mirror flow it defines is
+    $$\frac{d}{dt}\nabla R_{a_t}(x_t) = -\kappa(a_t)\,\nabla f(x_t),$$
+    with the time scale $\kappa(a) = $ `time_scale(a)`: 1 for the pairs whose Lie
+    brackets with $\nabla h$ vanish (`Hadamard`, `DiffSquares`, `Square`, matched
+    `PowerDifference`), and $e^{c a}$ for pairs whose brackets are proportional,
+    $[\nabla g_i, \nabla h] = c\,\nabla g_i$ (`PowerDifference(L, "l2")`,
+    `LogDifference`), where weight decay also runs the clock faster or slower.
     """
+
+    def time_scale(self, a: ArrayLike) -> Array:
+        r"""The clock $\kappa(a) > 0$ of the mirror flow (default 1)."""
+        return jnp.ones_like(jnp.asarray(a))
 
     @abc.abstractmethod
     def value(self, x: Point, a: ArrayLike) -> Scalar:
@@ -181,3 +191,176 @@ class ShiftedEntropy(AbstractLegendre):
 
     def conjugate(self, theta, a):
         return 0.25 * jnp.sum(self.grad_inverse(theta, a))
+
+
+class PowerEntropy(AbstractLegendre):
+    r"""The time-varying Legendre function of the depth-L pair $x = u^L - v^L$ ($L > 2$).
+
+    Along the flow $u^{2-L}$ and $v^{2-L}$ are affine in the mirror coordinate
+    $\theta$ and in $a$. With $k = L/(L-2)$,
+    $$P = p_0 - (L-2)(L\theta + b\,a),\qquad Q = q_0 + (L-2)(L\theta - b\,a),\qquad
+    (\nabla R_a)^{-1}(\theta) = e^{m a}\big(P^{-k} - Q^{-k}\big),$$
+    on the interval $P, Q > 0$, where $p_0 = u_0^{2-L}$, $q_0 = v_0^{2-L}$, and
+    $$R_a^*(\theta) = \frac{e^{m a}}{2L}\big(P^{-2/(L-2)} + Q^{-2/(L-2)}\big),\qquad
+    \nabla^2 R_a(x)^{-1} = e^{m a}\,kL(L-2)\big(P^{-k-1} + Q^{-k-1}\big).$$
+
+    - matched weight decay $h = \tfrac1L\sum|u_i|^L + |v_i|^L$: $b = 1$, $m = 0$,
+      clock 1 (the brackets vanish);
+    - plain weight decay $h = \tfrac12(|u|^2 + |v|^2)$: $b = 0$, $m = L$, clock
+      $e^{(L-2)a}$ ($[\nabla g_i, \nabla h] = (2-L)\nabla g_i$): $x_t = e^{La_t}F(\theta_t)$
+      with the unregularized map $F$, and time slowed by $e^{(L-2)a_t}$.
+
+    At $a = 0$ this is Woodworth et al.'s (2020) depth-L potential (see
+    `jaxmirror.conventions`). $\nabla R_a(x)$ has no closed form: it is found by a
+    monotone Newton iteration on $r = P/(P+Q)$ (whose last step is differentiated).
+
+    **Arguments:**
+
+    - `p0`, `q0`: $u_0^{2-L}$ and $v_0^{2-L}$ per coordinate (finite, > 0).
+    - `depth`: $L \ge 3$ (static).
+    - `matched`: whether the weight decay is the matched one (static).
+    """
+
+    p0: Float[Array, "*batch n"]
+    q0: Float[Array, "*batch n"]
+    depth: int = eqx.field(static=True)
+    matched: bool = eqx.field(static=True)
+
+    @property
+    def _k(self) -> float:
+        return self.depth / (self.depth - 2.0)
+
+    def _shifts(self, a):
+        """$(m a, b a)$: the log-magnitude shift and the affine shift of P and Q."""
+        a = jnp.asarray(a)
+        if self.matched:
+            return jnp.zeros_like(a), a
+        return self.depth * a, jnp.zeros_like(a)
+
+    def _pq(self, theta, a):
+        _, shift = self._shifts(a)
+        c = self.depth - 2.0
+        return (
+            self.p0 - c * (self.depth * theta + shift),
+            self.q0 + c * (self.depth * theta - shift),
+        )
+
+    def time_scale(self, a):
+        if self.matched:
+            return jnp.ones_like(jnp.asarray(a))
+        return jnp.exp((self.depth - 2.0) * jnp.asarray(a))
+
+    def grad_inverse(self, theta, a):
+        P, Q = self._pq(theta, a)
+        inside = (P > 0) & (Q > 0)
+        P, Q = jnp.where(inside, P, 1.0), jnp.where(inside, Q, 1.0)
+        x = jnp.exp(self._shifts(a)[0]) * (P**-self._k - Q**-self._k)
+        return jnp.where(inside, x, jnp.nan)  # outside the domain: a rejected step
+
+    def _ratio(self, x, a):
+        r"""$r = P/(P+Q) \in (0, 1)$ at the point x, and $S = P + Q$."""
+        log_m, shift = self._shifts(a)
+        S = self.p0 + self.q0 - 2.0 * (self.depth - 2.0) * shift
+        k = self._k
+        eta = x * jnp.exp(-log_m) * S**k  # r^{-k} - (1 - r)^{-k} = eta
+        # By symmetry solve for rho = min(r, 1 - r) in (0, 1/2] with |eta|: there
+        # G(rho) = rho^{-k} - (1 - rho)^{-k} - |eta| is convex and decreasing, so
+        # Newton from the left, where G >= 0, increases monotonically to the root;
+        # the start lies within a factor 2 of it, so a dozen steps reach rounding.
+        e = jax.lax.stop_gradient(jnp.abs(eta))
+        rho = (e + 2.0**k) ** (-1.0 / k)
+
+        def newton(_, rho):
+            G = rho**-k - (1.0 - rho) ** -k - e
+            dG = -k * (rho ** (-k - 1.0) + (1.0 - rho) ** (-k - 1.0))
+            return jnp.clip(rho - G / dG, rho, 0.5)
+
+        rho = jax.lax.fori_loop(0, 16, newton, rho)
+        r = jnp.where(eta >= 0, rho, 1.0 - rho)
+        return r, S
+
+    def grad(self, x, a):
+        c = self.depth - 2.0
+        r, S = self._ratio(x, a)
+        _, shift = self._shifts(a)
+        theta = jax.lax.stop_gradient((self.p0 - c * shift - r * S) / (c * self.depth))
+        # One Newton step through which gradients flow: at the root it has the
+        # implicit-function derivatives d theta = (dx - dx/da da) / (dx/dtheta).
+        x_theta, slope = jax.jvp(
+            lambda th: self.grad_inverse(th, a), (theta,), (jnp.ones_like(theta),)
+        )
+        return theta - (x_theta - x) / slope
+
+    def hessian_diag(self, x, a):
+        r, S = self._ratio(x, a)
+        c, k = self.depth - 2.0, self._k
+        P, Q = r * S, (1.0 - r) * S
+        slope = jnp.exp(self._shifts(a)[0]) * k * self.depth * c
+        return 1.0 / (slope * (P ** (-k - 1.0) + Q ** (-k - 1.0)))
+
+    def conjugate(self, theta, a):
+        P, Q = self._pq(theta, a)
+        inside = jnp.all((P > 0) & (Q > 0))
+        P, Q = jnp.where(P > 0, P, 1.0), jnp.where(Q > 0, Q, 1.0)
+        power = -2.0 / (self.depth - 2.0)
+        terms = jnp.exp(self._shifts(a)[0]) * (P**power + Q**power) / (2 * self.depth)
+        return jnp.where(inside, jnp.sum(terms), jnp.inf)
+
+    def value(self, x, a):
+        theta = self.grad(x, a)
+        return jnp.sum(theta * x) - self.conjugate(theta, a)
+
+
+class LogisticEntropy(AbstractLegendre):
+    r"""The Legendre function of the logarithmic pair $x = \log u - \log v$.
+
+    With $s_0 = u_0^2 + v_0^2$ and $c = s_0/2$, the mirror coordinate
+    $\theta = \tfrac{s_0}{2}\,\sigma(2x) \in (0, c)$ ($\sigma$ the logistic function):
+    $$\nabla R(x) = c\,\sigma(2x),\quad (\nabla R)^{-1}(\theta) =
+    \tfrac12\log\frac{\theta}{c - \theta},\quad
+    R^*(\theta) = \tfrac12\big[\theta\log\theta + (c - \theta)\log(c - \theta)\big],$$
+    a Fermi-Dirac entropy that does not depend on $a$: weight decay acts on the clock
+    only, $\kappa(a) = e^{-2a} \ge 1$. In the natural coordinate $u^2/2 = e^{2a}\theta$
+    the range $(0, s_0 e^{2a}/2)$ shrinks with weight decay (see `LogDifference`).
+
+    **Arguments:**
+
+    - `log_s0`: $\log(u_0^2 + v_0^2)$ per coordinate.
+    """
+
+    log_s0: Float[Array, "*batch n"]
+
+    def _half_width(self):
+        return 0.5 * jnp.exp(self.log_s0)
+
+    def time_scale(self, a):
+        return jnp.exp(-2.0 * jnp.asarray(a))
+
+    def grad(self, x, a):
+        del a  # the geometry does not change; weight decay only runs the clock
+        return self._half_width() * jax.nn.sigmoid(2.0 * x)
+
+    def grad_inverse(self, theta, a):
+        del a
+        c = self._half_width()
+        inside = (theta > 0) & (theta < c)
+        x = 0.5 * (jnp.log(theta) - jnp.log(c - theta))
+        return jnp.where(inside, x, jnp.nan)  # outside the domain: a rejected step
+
+    def hessian_diag(self, x, a):
+        del a
+        return 2.0 * self._half_width() * jax.nn.sigmoid(2 * x) * jax.nn.sigmoid(-2 * x)
+
+    def conjugate(self, theta, a):
+        del a
+        c = self._half_width()
+        inside = jnp.all((theta > 0) & (theta < c))
+        t = jnp.clip(theta, 0.0, c)
+        terms = 0.5 * (
+            jax.scipy.special.xlogy(t, t) + jax.scipy.special.xlogy(c - t, c - t)
+        )
+        return jnp.where(inside, jnp.sum(terms), jnp.inf)
+
+    def value(self, x, a):
+        theta = self.grad(x, a)
+        return jnp.sum(theta * x) - self.conjugate(theta, a)

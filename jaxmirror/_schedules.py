@@ -12,6 +12,7 @@ maps over it.
 """
 
 import abc
+import dataclasses
 from collections.abc import Callable
 
 import equinox as eqx
@@ -32,8 +33,29 @@ class AbstractSchedule(eqx.Module):
     r"""A weight-decay schedule $t \mapsto \alpha_t \ge 0$, defined for $t \ge 0$.
 
     Subclasses implement `__call__` ($\alpha_t$), `integral` ($\int_0^t \alpha_s ds$),
-    `jump_ts`, `alpha_inf` and `a_inf`.
+    `jump_ts`, `alpha_inf` and `a_inf`. A batch of schedules is one schedule whose
+    parameters share leading configuration axes (scalars broadcast); parameters whose
+    batch shapes disagree, or an empty batch, are refused at construction.
     """
+
+    def __check_init__(self):
+        try:
+            batch = jax.eval_shape(self, 0.0).shape
+        except (TypeError, ValueError) as error:
+            shapes = {
+                f.name: jnp.shape(getattr(self, f.name))
+                for f in dataclasses.fields(self)
+                if eqx.is_array(getattr(self, f.name))
+            }
+            raise ValueError(
+                f"`{type(self).__name__}`: the parameters' batch shapes disagree "
+                f"({shapes}); each must be a scalar or share the configuration axes."
+            ) from error
+        if 0 in batch:
+            raise ValueError(
+                f"`{type(self).__name__}`: an empty batch of schedules (batch shape "
+                f"{batch}); give at least one configuration."
+            )
 
     @abc.abstractmethod
     def __call__(self, t: RealScalarLike) -> Float[Array, "..."]:

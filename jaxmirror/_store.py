@@ -1,67 +1,327 @@
-"""Where a sweep's results live on disk: chunk files, the configuration, resume.
+r"""Where a sweep's results live: one Zarr store, written chunk by chunk.
 
-Storage is kept apart from the numerics (`_sweep.py`): a sweep hands each finished
-chunk to its `SweepStore`, which writes it atomically, and asks it which chunks a
-resumed sweep has already finished.
+Storage is kept apart from the numerics (`_sweep.py`). A sweep into `out` holds:
+
+- a **lock** (`.OUT.jaxmirror.lock` beside `out`, an OS file lock through `filelock`):
+  a second run
+  into the same directory is refused at once; the operating system releases the lock
+  of a killed process, so a stale lock never blocks a resume;
+- a **fingerprint** of everything that determines the results (each schedule
+  parameter, w0, the problem's arrays, the truth, labels, pair, formulation, solver and
+  options, jaxmirror's and JAX's versions), one digest per field, in the store's
+  attributes: a resume compares it field by field and refuses, naming every field that
+  changed, before it touches anything on disk;
+- the **results**, a Zarr (format 3) store that `xarray.open_zarr(out)` opens. Every
+  variable has its full size from the start; each chunk of configurations is written
+  into its region, and its `status` last: `status` is `PENDING` (-1) until a
+  configuration's other variables are all written. So a reader never sees a partly
+  written configuration (anything not pending is complete), and a resume recomputes
+  exactly the pending ones. Zarr replaces each stored block atomically.
+
+Memory stays bounded by the chunk: nothing holds the whole sweep.
 """
 
+import contextlib
+import dataclasses
+import hashlib
 import json
-import os
 import pathlib
+import warnings
 
+import equinox as eqx
 import jax
+import numpy as np
+
+from ._status import BiasStatus, Status
+from ._version import __version__
 
 
-def _atomic_write(dataset, path: pathlib.Path):
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    dataset.to_netcdf(tmp, engine="scipy")
-    os.replace(tmp, path)  # a crash leaves no half-written chunk under the final name
+PENDING = -1  # the status of a configuration not computed yet
+_FINGERPRINT = "jaxmirror_fingerprint"
+
+_LONG_NAMES = {
+    "x_final": "model point x = g(w) at t1",
+    "x_predicted": "predicted limit of the flow (jm.implicit_bias)",
+    "loss": "loss f(x) at t1",
+    "status": "outcome of the solve (jm.Status)",
+    "converged": "x(t1) at the flow's limit within the tolerances",
+    "distance_to_limit": "estimated max-norm distance from x(t1) to the limit",
+    "num_steps": "ODE solver steps",
+    "bias_status": "outcome of the prediction (jm.BiasStatus)",
+    "recovery_error": "Euclidean distance |x(t1) - truth|",
+    "predicted_recovery_error": "Euclidean distance |x_predicted - truth|",
+    "config": "configuration index",
+    "coord": "index of the model point's coordinate",
+}
+
+
+def variable_attributes(name: str) -> dict:
+    """CF attributes of a sweep variable: `long_name`, and flags for status codes."""
+    attrs = {"long_name": _LONG_NAMES.get(name, name)}
+    if name == "status":
+        flags = Status.flag_attributes()
+        attrs["flag_values"] = [PENDING] + flags["flag_values"]
+        attrs["flag_meanings"] = "pending " + flags["flag_meanings"]
+    elif name == "bias_status":
+        attrs.update(BiasStatus.flag_attributes())
+    return attrs
+
+
+def _update(hasher, part) -> None:
+    """Feed a stable description of `part` to the hash (no memory addresses)."""
+    if eqx.is_array(part) or isinstance(part, np.ndarray | np.generic):
+        array = np.ascontiguousarray(np.asarray(part))
+        hasher.update(f"array{array.dtype}{array.shape}".encode())
+        hasher.update(array.tobytes())
+    elif isinstance(part, eqx.Module):
+        hasher.update(type(part).__qualname__.encode())
+        for field in dataclasses.fields(part):
+            hasher.update(field.name.encode())
+            _update(hasher, getattr(part, field.name))
+    elif isinstance(part, list | tuple):
+        hasher.update(f"{type(part).__name__}{len(part)}".encode())
+        for item in part:
+            _update(hasher, item)
+    elif isinstance(part, dict):
+        for key in sorted(part, key=str):
+            hasher.update(str(key).encode())
+            _update(hasher, part[key])
+    elif callable(part) and hasattr(part, "__code__"):
+        code = part.__code__
+        hasher.update(f"{part.__module__}.{part.__qualname__}".encode())
+        hasher.update(code.co_code + repr(code.co_consts).encode())
+        for cell in part.__closure__ or ():
+            _update(hasher, cell.cell_contents)
+    else:
+        hasher.update(repr(part).encode())
+
+
+def _digest(*parts) -> str:
+    hasher = hashlib.sha256()
+    for part in parts:
+        _update(hasher, part)
+    return hasher.hexdigest()[:16]
+
+
+def _module_fields(prefix: str, module) -> dict[str, str]:
+    """A digest of the module's kind and static parts, and one per array field."""
+    arrays, static = eqx.partition(module, eqx.is_array)
+    fields = {prefix: _digest(static)}
+    for field in dataclasses.fields(arrays):
+        leaves = jax.tree_util.tree_leaves(getattr(arrays, field.name))
+        if leaves:
+            fields[f"{prefix}.{field.name}"] = _digest(*leaves)
+    return fields
+
+
+def fingerprint(inputs: dict, settings: dict) -> dict[str, str]:
+    """A digest per field that determines a sweep's results.
+
+    **Arguments:**
+
+    - `inputs`: `problem`, `pair`, `schedules` (Equinox modules), `w0` (a pytree),
+      `truth` (array or None), `labels` (mapping of arrays).
+    - `settings`: plain values (formulation, solver, tolerances, ...).
+    """
+    fields = {}
+    for name in ("problem", "pair", "schedules"):
+        fields.update(_module_fields(name, inputs[name]))
+    fields["w0"] = _digest(*jax.tree_util.tree_leaves(inputs["w0"]))
+    fields["truth"] = _digest(inputs["truth"])
+    for name, value in (inputs["labels"] or {}).items():
+        fields[f"labels.{name}"] = _digest(np.asarray(value))
+    for name, value in {**settings, **versions()}.items():
+        fields[name] = _digest(value)
+    return fields
+
+
+def versions() -> dict[str, str]:
+    """The versions of the code that computes a sweep (part of its fingerprint)."""
+    return dict(jaxmirror_version=__version__, jax_version=jax.__version__)
+
+
+def _changed(previous: dict, current: dict) -> list[str]:
+    return sorted(
+        k for k in set(previous) | set(current) if previous.get(k) != current.get(k)
+    )
+
+
+def lock_path(out: pathlib.Path) -> pathlib.Path:
+    """The lock of a sweep into `out`: a hidden file beside the store (inside it, zarr
+    would warn of a file that is not part of the store)."""
+    return out.parent / f".{out.name}.jaxmirror.lock"
 
 
 class SweepStore:
-    """The output directory of one sweep: `config.json`, `chunks/`, `results.nc`.
+    """The output directory of one sweep (see the module docstring).
 
-    Only process 0 writes (several hosts share one result).
+    Only process 0 writes and locks (several hosts share one result).
     """
 
-    def __init__(self, out, record: dict, resume: bool):
-        self.out = pathlib.Path(out)
+    def __init__(self, out):
+        """Lock `out` at once, before any other work (a second run is refused fast)."""
+        import filelock
+
+        self.path = pathlib.Path(out)
+        if self.path.exists() and not self.path.is_dir():
+            raise ValueError(f"`out`: {self.path} is a file; expected a directory.")
         self.writer = jax.process_index() == 0
-        self.resume = resume
-        (self.out / "chunks").mkdir(parents=True, exist_ok=True)
-        config_path = self.out / "config.json"
-        if config_path.exists():
-            if not resume:
+        self.fields, self.exists = None, False
+        self._lock = None
+        if self.writer:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._lock = filelock.FileLock(lock_path(self.path))
+            try:
+                self._lock.acquire(timeout=0)
+            except filelock.Timeout:
                 raise ValueError(
-                    f"`out`: {self.out} already holds a sweep; pass resume=True to "
-                    "continue it, or choose another directory."
-                )
-            previous = json.loads(config_path.read_text())
-            if previous != record:
-                changed = sorted(k for k in record if previous.get(k) != record[k])
-                raise ValueError(
-                    f"`resume`: the sweep in {self.out} has another configuration "
-                    f"(differs in {changed})."
-                )
-        elif self.writer:
-            config_path.write_text(json.dumps(record, indent=2))
+                    f"`out`: {self.path} is in use by another running sweep (its lock "
+                    "is held); wait for it to finish, or choose another directory."
+                ) from None
 
-    def _chunk_path(self, index: int) -> pathlib.Path:
-        return self.out / "chunks" / f"chunk_{index:06d}.nc"
+    def check(self, fields: dict[str, str], resume: bool) -> None:
+        """Compare the sweep's fingerprint with a stored one, if any (module docstring)."""
+        self.fields = fields
+        if self.writer:  # the other processes neither read nor write the store
+            self.exists = self._check_existing(resume)
 
-    def finished_chunk(self, index: int):
-        """The dataset of chunk `index` if a resumed sweep already finished it."""
+    def _check_existing(self, resume: bool) -> bool:
+        previous = self._stored_fingerprint()
+        if previous is None:
+            return False
+        if not resume:
+            raise ValueError(
+                f"`out`: {self.path} already holds a sweep; resume it (resume=True, or "
+                "--resume), or choose another directory."
+            )
+        changed = _changed(previous, self.fields)
+        if changed:
+            raise ValueError(
+                f"`resume`: the sweep in {self.path} was run with other inputs; changed: "
+                f"{', '.join(changed)}. Nothing on disk was changed; run into another "
+                "directory to keep both."
+            )
+        return True
+
+    def _stored_fingerprint(self):
+        import zarr
+
+        if not (self.path / "zarr.json").exists():
+            return None
+        try:
+            attrs = zarr.open_group(self.path, mode="r").attrs
+        except Exception:  # noqa: BLE001 - not (yet) a readable store: start afresh
+            return None
+        stored = attrs.get(_FINGERPRINT)
+        return None if stored is None else json.loads(stored)
+
+    def create(self, first, size: int, unit: int, coords: dict, attrs: dict) -> None:
+        """Lay out every variable of `first` (a chunk's dataset) at its full size."""
+        import zarr
+
+        if not self.writer:
+            return
+        # mode "a" with arrays overwritten one by one, never "w": that would empty the
+        # directory, the lock file included.
+        root = zarr.open_group(self.path, mode="a", zarr_format=3)
+        coords = {"config": np.arange(size), **coords}
+        along_config = " ".join(name for name in coords if name != "config")
+        for name, variable in first.data_vars.items():
+            shape = (size,) + variable.shape[1:]
+            fill = PENDING if name == "status" else _fill_value(variable.dtype)
+            array = root.create_array(
+                name,
+                shape=shape,
+                chunks=(unit,) + variable.shape[1:],
+                dtype=variable.dtype,
+                fill_value=fill,
+                dimension_names=variable.dims,
+                overwrite=True,
+            )
+            array.attrs.update(variable_attributes(name))
+            if along_config:  # CF: the non-dimension coordinates of the variable
+                array.attrs["coordinates"] = along_config
+        for name, values in coords.items():
+            values = np.asarray(values)
+            array = root.create_array(
+                name,
+                shape=values.shape,
+                chunks=values.shape,
+                dtype=values.dtype,
+                fill_value=_fill_value(values.dtype),
+                dimension_names=("config",) if values.ndim else (),
+                overwrite=True,
+            )
+            array[...] = values
+            array.attrs.update(variable_attributes(name))
+        n = first.sizes.get("coord")
+        if n is not None:
+            index = root.create_array(
+                "coord",
+                shape=(n,),
+                chunks=(n,),
+                dtype="int64",
+                fill_value=0,
+                dimension_names=("coord",),
+                overwrite=True,
+            )
+            index[...] = np.arange(n)
+            index.attrs.update(variable_attributes("coord"))
+        # The fingerprint last: a store without it is an unfinished creation.
+        root.attrs.update({**attrs, _FINGERPRINT: json.dumps(self.fields)})
+        self._consolidate()
+        self.exists = True
+
+    def pending(self) -> np.ndarray:
+        """Which configurations are still to be computed (status `PENDING`)."""
+        import zarr
+
+        status = zarr.open_array(self.path / "status", mode="r")
+        return np.asarray(status[...]) == PENDING
+
+    def write(self, lo: int, hi: int, dataset) -> None:
+        """Write configurations `lo:hi` into their region, the status last."""
+        if not self.writer:
+            return
+        region = {"config": slice(lo, hi)}
+        data = dataset.drop_vars(list(dataset.coords))
+        with _quiet():
+            data.drop_vars("status").to_zarr(
+                self.path, region=region, consolidated=False
+            )
+            data[["status"]].to_zarr(self.path, region=region, consolidated=False)
+
+    def open(self):
+        """The results, opened lazily."""
         import xarray as xr
 
-        path = self._chunk_path(index)
-        if self.resume and path.exists():
-            return xr.load_dataset(path, engine="scipy")
-        return None
+        return xr.open_zarr(self.path)
 
-    def write_chunk(self, index: int, dataset) -> None:
-        if self.writer:
-            _atomic_write(dataset, self._chunk_path(index))
+    def _consolidate(self):
+        import zarr
 
-    def write_result(self, dataset) -> None:
-        if self.writer:
-            _atomic_write(dataset, self.out / "results.nc")
+        with _quiet():
+            zarr.consolidate_metadata(self.path)
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+
+def _fill_value(dtype):
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.floating):
+        return np.nan
+    if dtype == np.bool_:
+        return False
+    return 0
+
+
+@contextlib.contextmanager
+def _quiet():
+    # Consolidated metadata is not (yet) in the Zarr 3 specification; zarr-python and
+    # xarray both read it, so its warning says nothing useful to our users.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        yield

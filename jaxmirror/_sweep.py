@@ -2,55 +2,44 @@ r"""Vectorized sweeps: many flows at once, sharded over devices, saved chunk by 
 
 A sweep is a schedule whose parameters carry a leading configuration axis of length K
 (and, optionally, initialisations and problem instances batched the same way). The K
-configurations are cut into chunks; each chunk is solved as one jitted computation with
-its configuration axis sharded over all devices (`jax.sharding`), and handed to the
-sweep's store (`_store.py`) as soon as it is done, so an interrupted sweep resumes
-without recomputing or losing finished chunks.
+configurations are solved chunk by chunk (`_strategies.py`: one jitted computation per
+chunk, its configuration axis sharded over all devices), and each chunk is written to
+the sweep's store (`_store.py`) as soon as it is done: an interrupted sweep resumes
+without recomputing or losing finished work.
 
-Two batching strategies, both through the formulation's `init`, `field` and `point`:
-
-- `"vmap"`: `jax.vmap` of independent solves; each configuration has its own step-size
-  controller (robust: one failing configuration never affects another);
-- `"batched"`: one solve whose state holds all configurations of a chunk; the
-  formulation's init, field and readout are vmapped per configuration while the problem
-  stays unbatched, so the products with its design matrix are GEMMs. The configurations
-  share the step-size controller, with the error measured per configuration and the
-  maximum taken (each configuration meets `rtol`/`atol`); the schedules' jump times
-  are merged. If a chunk fails (a shared failure), it is re-solved with `"vmap"`, so
-  failures stay per-configuration.
+**Chunks.** The configurations are laid out in units (the store's blocks) of
+`chunk_size` configurations. With an explicit `chunk_size` every chunk is one unit. By
+default a unit is 256 configurations (per device), and the `"vmap"` strategy starts with
+one unit per chunk and then sizes chunks from the measured rate to take 10-30 s each
+(in powers of two of units, so that a few compiled programs serve every chunk): a kill
+loses at most one chunk of work, and progress appears after the first.
 """
 
 import dataclasses
-import os
 import sys
 import time
-from collections.abc import Mapping
 
-import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ._formulations import AbstractFormulation, as_formulation, prefers_shared_step
-from ._formulations._legendre_args import legendre_args
-from ._implicit_bias import _implicit_bias, default_tol, prediction_regime
+from ._compile_time import CompileTimer
+from ._formulations import as_formulation, prefers_shared_step
+from ._implicit_bias import prediction_regime
 from ._inputs import check_count, check_pair, check_point_of, check_schedule, check_t1
 from ._problems import as_problem, LeastSquares, Logistic
-from ._solve import (
-    default_controller,
-    integrate,
-    solver_options,
-    SolverOptions,
-)
-from ._status import Status
-from ._store import SweepStore
+from ._solve import solver_options
+from ._store import fingerprint, SweepStore, variable_attributes
+from ._strategies import Batch, ChunkSolver, devices_mesh, run_chunk
 from ._validation import as_float_array, is_concrete
 from ._version import __version__
 
 
 STRATEGIES = ("auto", "vmap", "batched")
+_UNIT = 256  # default configurations per unit and device
+_MAX_CHUNK = 65_536  # configurations per chunk at the most (memory)
+_TARGET_SECONDS = (10.0, 30.0)  # an adaptive chunk's aim
 
 
 def grid(**axes) -> dict[str, np.ndarray]:
@@ -65,91 +54,93 @@ def grid(**axes) -> dict[str, np.ndarray]:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Batch:
-    """Which inputs carry the configuration axis, and how long it is."""
-
-    size: int
-    w0: bool
-    problem: bool
-
-    def axis(self, batched: bool):
-        return eqx.if_array(0) if batched else None
-
-    def take(self, tree, batched: bool, index):
-        """Rows `index` of the configuration axis (the whole tree when unbatched)."""
-        if not batched:
-            return tree
-        return jax.tree_util.tree_map(
-            lambda x: x[index] if eqx.is_array(x) else x, tree
-        )
-
-
-@dataclasses.dataclass(frozen=True)
 class _Plan:
     """Everything a sweep decided before its first chunk."""
 
-    formulation: AbstractFormulation
-    strategy: str
-    chunk: int
-    n_chunks: int
-    t1: object
-    options: SolverOptions
-    regime: bool | None  # see `prediction_regime`
-    predict: bool
+    solver: ChunkSolver
+    unit: int  # configurations per unit: the store's block, a chunk's granularity
+    adaptive: bool  # chunks grow towards _TARGET_SECONDS
     prediction_note: str
 
 
-def _batch_size(schedules) -> int:
-    leaves = [x for x in jax.tree_util.tree_leaves(schedules) if eqx.is_array(x)]
-    sizes = {leaf.shape[0] if leaf.ndim else None for leaf in leaves}
-    if len(sizes) != 1 or None in sizes:
+def _broadcast_schedules(schedules):
+    """The schedules with scalar parameters repeated along the one configuration axis."""
+    batch = jax.eval_shape(schedules, 0.0).shape
+    if len(batch) != 1:
         raise ValueError(
-            "`schedules` must be a schedule whose parameters all carry the same leading "
-            "configuration axis, e.g. jm.SwitchOff(alpha=A, t_off=T) with A and T of "
-            f"shape (K,); got leading sizes {sorted(map(str, sizes))}."
+            "`schedules` must be a batch of schedules with one configuration axis, e.g. "
+            "jm.SwitchOff(alpha=A, t_off=T) with A (and T, or a scalar) of shape (K,); "
+            f"got batch shape {batch}."
         )
-    return sizes.pop()
+
+    def broadcast(leaf):
+        if eqx.is_array(leaf) and leaf.ndim == 0:
+            return jnp.broadcast_to(leaf, batch)
+        return leaf
+
+    return jax.tree_util.tree_map(broadcast, schedules), batch[0]
 
 
-def _batch(problem, pair, schedules, w0) -> _Batch:
-    size = _batch_size(schedules)
-    x_shape = jax.eval_shape(pair.g, w0).shape
-    w0_batched = len(x_shape) == 2
+def _is_batched_w0(pair, w0) -> bool:
+    """Whether `w0` carries a configuration axis: g(w0) has two axes instead of one."""
+    try:
+        return len(jax.eval_shape(pair.g, w0).shape) == 2
+    except Exception:  # noqa: BLE001 - `check_point_of` reports it with the argument
+        return False
+
+
+def _check_batch(problem, pair, schedules, w0):
+    """The sweep's inputs checked, with which of them carry the configuration axis."""
+    problem = as_problem(problem)
+    check_pair(pair)
+    check_schedule(schedules, "schedules")
+    w0 = jax.tree_util.tree_map(as_float_array, w0)
+    w0_batched = _is_batched_w0(pair, w0)
+    w0 = check_point_of(problem, pair, w0, batched=w0_batched)
+    schedules, size = _broadcast_schedules(schedules)
     problem_batched = (
         isinstance(problem, LeastSquares | Logistic) and problem.Z.ndim == 3
     )
     for name, batched, lead in (
-        ("w0", w0_batched, x_shape[0] if w0_batched else None),
+        (
+            "w0",
+            w0_batched,
+            jax.eval_shape(jax.vmap(pair.g), w0).shape[0] if w0_batched else None,
+        ),
         ("problem", problem_batched, problem.Z.shape[0] if problem_batched else None),
     ):
         if batched and lead != size:
             raise ValueError(
-                f"`{name}` is batched with leading size {lead}, but `schedules` has {size} "
-                "configurations; batched inputs must share the configuration axis."
+                f"`{name}` is batched with leading size {lead}, but `schedules` has "
+                f"{size} configurations; batched inputs must share the configuration "
+                "axis."
             )
-    return _Batch(size, w0_batched, problem_batched)
-
-
-def _auto_strategy(formulation: AbstractFormulation) -> str:
-    on_cpu = jax.default_backend() == "cpu"
-    return "batched" if on_cpu and prefers_shared_step(formulation) else "vmap"
+    if not is_concrete(schedules, w0, problem):
+        raise ValueError(
+            "`sweep` runs eagerly: pass concrete arrays, not traced values."
+        )
+    return problem, schedules, w0, Batch(size, w0_batched, problem_batched)
 
 
 def _plan(problem, pair, schedules, w0, t1, batch, settings) -> _Plan:
     """Resolve and check every option before any computation."""
-    first = batch.take(w0, batch.w0, 0)
-    dtype = jnp.result_type(*jax.tree_util.tree_leaves(first))
+    dtype = jnp.result_type(*jax.tree_util.tree_leaves(batch.take(w0, batch.w0, 0)))
     one_problem = batch.take(problem, batch.problem, 0)
     formulation = as_formulation(settings["formulation"], one_problem, pair, dtype)
     strategy = settings["strategy"]
     if strategy not in STRATEGIES:
         raise ValueError(f"`strategy` must be one of {STRATEGIES}, got {strategy!r}.")
     if strategy == "auto":
-        strategy = _auto_strategy(formulation)
+        on_cpu = jax.default_backend() == "cpu"
+        shared = on_cpu and prefers_shared_step(formulation)
+        strategy = "batched" if shared else "vmap"
     n_devices = len(jax.devices())
-    chunk = settings["chunk_size"]
-    chunk = min(batch.size, 4096) if chunk is None else check_count("chunk_size", chunk)
-    chunk = -(-chunk // n_devices) * n_devices
+    chunk_size = settings["chunk_size"]
+    if chunk_size is None:
+        unit = min(batch.size, _UNIT * n_devices)
+    else:
+        unit = check_count("chunk_size", chunk_size)
+    unit = -(-unit // n_devices) * n_devices
     regime, note = None, "computed"
     try:
         regime = prediction_regime(one_problem, pair, schedules)
@@ -158,176 +149,58 @@ def _plan(problem, pair, schedules, w0, t1, batch, settings) -> _Plan:
     predict = settings["predict"] and note == "computed"
     if not settings["predict"]:
         note = "not requested"
-    return _Plan(
-        formulation=formulation,
-        strategy=strategy,
-        chunk=chunk,
-        n_chunks=-(-batch.size // chunk),
-        t1=t1,
-        options=settings["options"],
-        regime=regime,
-        predict=predict,
-        prediction_note=note,
+    # Batched chunks share a step sequence, so their results depend on how the
+    # configurations are grouped: they keep fixed units, reproducible run to run.
+    adaptive = chunk_size is None and strategy == "vmap"
+    solver = ChunkSolver(
+        formulation, strategy, t1, settings["options"], predict, regime
     )
+    return _Plan(solver, unit, adaptive, note)
 
 
-def _max_rms_norm(y):
-    """The largest per-configuration RMS norm: every configuration meets the tolerance."""
-    per_config = jax.tree_util.tree_map(
-        lambda leaf: jnp.mean(leaf.reshape(leaf.shape[0], -1) ** 2, axis=1), y
-    )
-    total = sum(jax.tree_util.tree_leaves(per_config))
-    count = len(jax.tree_util.tree_leaves(y))
-    return jnp.sqrt(jnp.max(total / count))
+class _Chunks:
+    """Groups the pending units into chunks, growing them towards 10-30 s each.
+
+    A chunk is a power of two of units (a run of pending units left over at the end
+    is split into descending powers of two), so that a few compiled programs serve a
+    whole sweep, and any other sweep with the same unit.
+    """
+
+    def __init__(self, unit: int, adaptive: bool, size: int):
+        self.unit, self.size, self.adaptive = unit, size, adaptive
+        self.units_per_chunk = 1
+        self.max_units = _floor_power_of_two(max(1, _MAX_CHUNK // unit))
+
+    def ranges(self, pending: np.ndarray):
+        """`(index, padded)` per chunk: its pending configurations and padded size."""
+        by_unit = [
+            np.flatnonzero(pending[lo : lo + self.unit]) + lo
+            for lo in range(0, self.size, self.unit)
+        ]
+        unit = 0
+        while unit < len(by_unit):
+            if not len(by_unit[unit]):
+                unit += 1
+                continue
+            run = unit  # the contiguous run of pending units from here
+            while run < len(by_unit) and len(by_unit[run]):
+                run += 1
+            count = min(self.units_per_chunk, _floor_power_of_two(run - unit))
+            yield np.concatenate(by_unit[unit : unit + count]), count * self.unit
+            unit += count
+
+    def measured(self, run_seconds: float) -> None:
+        """Resize the next chunks from the time this one took to run (no compiling)."""
+        low, high = _TARGET_SECONDS
+        if not self.adaptive or low <= run_seconds <= high:
+            return
+        wanted = self.units_per_chunk * 0.5 * (low + high) / max(run_seconds, 1e-3)
+        wanted = _floor_power_of_two(max(1, int(wanted)))
+        self.units_per_chunk = min(wanted, self.max_units)
 
 
-@eqx.filter_jit
-def _solve_batched(
-    formulation, problem, pair, schedules, w0, jump_ts, t1, options, batch
-):
-    """One diffeqsolve whose state holds every configuration of the chunk."""
-    p_axis, w_axis = batch.axis(batch.problem), batch.axis(batch.w0)
-    each = eqx.if_array(0)
-    y0, args = eqx.filter_vmap(formulation.init, in_axes=(p_axis, None, each, w_axis))(
-        problem, pair, schedules, w0
-    )
-    field = eqx.filter_vmap(formulation.field, in_axes=(None, each, p_axis, each))
-    controller = options.controller
-    if controller is None:
-        controller = default_controller(
-            options.rtol, options.atol, y0, norm=_max_rms_norm
-        )
-    if jump_ts is not None:
-        controller = dfx.ClipStepSizeController(controller, jump_ts=jump_ts)
-    sol = dfx.diffeqsolve(
-        dfx.ODETerm(lambda t, y, a: field(t, y, problem, a)),
-        options.solver,
-        0.0,
-        t1,
-        None,
-        y0,
-        args=args,
-        saveat=dfx.SaveAt(t1=True),
-        stepsize_controller=controller,
-        max_steps=options.max_steps,
-        throw=False,
-    )
-    y1 = jax.tree_util.tree_map(lambda leaf: leaf[0], sol.ys)
-    point = eqx.filter_vmap(formulation.point, in_axes=(None, each, p_axis, each))
-    xs = point(t1, y1, problem, args)
-    ok = sol.result == dfx.RESULTS.successful
-    status = jnp.where(
-        jnp.all(jnp.isfinite(xs), axis=1), Status.SUCCESS, Status.NONFINITE
-    )
-    steps = jnp.broadcast_to(sol.stats["num_steps"], (batch.size,))
-    return xs, status.astype(jnp.int32), steps, ok
-
-
-@eqx.filter_jit
-def _solve_vmap(formulation, problem, pair, schedules, w0, t1, options, batch):
-    """Independent solves, one per configuration, each with its own controller."""
-    save = dfx.SubSaveAt(t1=True)
-
-    def single(problem, schedule, w):
-        y0, args = formulation.init(problem, pair, schedule, w)
-        jump_ts = schedule.jump_ts()
-        sol = integrate(formulation, problem, y0, args, jump_ts, t1, save, options)
-        return sol.x_final, sol.status, sol.num_steps
-
-    in_axes = (batch.axis(batch.problem), eqx.if_array(0), batch.axis(batch.w0))
-    return eqx.filter_vmap(single, in_axes=in_axes)(problem, schedules, w0)
-
-
-@eqx.filter_jit
-def _predict(problem, pair, schedules, w0, tol, regime, batch):
-    def single(problem, schedule, w):
-        args = None if regime is False else legendre_args(pair, schedule, w)
-        x0 = pair.g(w)
-        return _implicit_bias(problem, pair, schedule, x0, args, tol, None, regime)
-
-    in_axes = (batch.axis(batch.problem), eqx.if_array(0), batch.axis(batch.w0))
-    return eqx.filter_vmap(single, in_axes=in_axes)(problem, schedules, w0)
-
-
-def _devices_mesh() -> Mesh:
-    return Mesh(np.array(jax.devices()), ("config",))
-
-
-def _shard(tree, batched, mesh):
-    """Put the configuration axis of batched leaves across the mesh."""
-    if not batched:
-        return tree
-    sharding = NamedSharding(mesh, PartitionSpec("config"))
-    return jax.tree_util.tree_map(
-        lambda x: jax.device_put(x, sharding) if eqx.is_array(x) else x, tree
-    )
-
-
-def _pad(tree, batched, size):
-    """Repeat the last configuration until the leading axis has length `size`."""
-    if not batched:
-        return tree
-
-    def pad(x):
-        if not eqx.is_array(x) or x.shape[0] == size:
-            return x
-        extra = jnp.repeat(x[-1:], size - x.shape[0], axis=0)
-        return jnp.concatenate([x, extra], axis=0)
-
-    return jax.tree_util.tree_map(pad, tree)
-
-
-def _gather(x, n):
-    """The first `n` rows of `x`, from every process, as a NumPy array."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        x = multihost_utils.process_allgather(x, tiled=True)
-    return np.asarray(x)[:n]
-
-
-def _run_chunk(plan: _Plan, inputs, batch: _Batch, lo: int, hi: int, mesh) -> dict:
-    """Solve (and predict) configurations `lo:hi`, padded to the chunk size."""
-    problem, pair, schedules, w0 = inputs
-    index = np.arange(lo, hi)
-    sub = _Batch(plan.chunk, batch.w0, batch.problem)
-
-    def take(tree, batched):
-        chunk = _pad(batch.take(tree, batched, index), batched, plan.chunk)
-        return _shard(chunk, batched, mesh)
-
-    problem_c, w0_c = take(problem, batch.problem), take(w0, batch.w0)
-    schedules_c = take(schedules, True)
-    solved = None
-    if plan.strategy == "batched":
-        jumps = schedules_c.jump_ts()
-        jump_ts = None if jumps is None else jnp.asarray(np.unique(np.asarray(jumps)))
-        xs, status, steps, ok = _solve_batched(
-            *(plan.formulation, problem_c, pair, schedules_c, w0_c, jump_ts),
-            *(plan.t1, plan.options, sub),
-        )
-        solved = (xs, status, steps) if bool(ok) else None
-    if solved is None:
-        solved = _solve_vmap(
-            *(plan.formulation, problem_c, pair, schedules_c, w0_c),
-            *(plan.t1, plan.options, sub),
-        )
-    xs, status, steps = solved
-    n = hi - lo
-    part = dict(
-        x_final=_gather(xs, n), status=_gather(status, n), num_steps=_gather(steps, n)
-    )
-    if plan.predict:
-        predicted, bias_status = _predict(
-            problem_c, pair, schedules_c, w0_c, default_tol(), plan.regime, sub
-        )
-        part["x_predicted"] = _gather(predicted, n)
-        part["bias_status"] = _gather(bias_status, n)
-    losses = eqx.filter_vmap(
-        lambda p, x: p.loss(x), in_axes=(sub.axis(sub.problem), 0)
-    )(problem_c, jnp.asarray(xs))
-    part["loss"] = _gather(losses, n)
-    return part
+def _floor_power_of_two(count: int) -> int:
+    return 1 << (count.bit_length() - 1)
 
 
 def _schedule_coordinates(schedules) -> dict[str, np.ndarray]:
@@ -354,68 +227,111 @@ def _check_labels_and_truth(labels, truth, size, n):
     return truth
 
 
-def _to_dataset(part, coords, truth, lo, hi):
+def _to_dataset(part, coords, truth, index):
+    """One chunk's results as a Dataset over its configurations `index`."""
     import xarray as xr
 
     data = {
         "x_final": (("config", "coord"), part["x_final"]),
         "loss": ("config", part["loss"]),
         "status": ("config", part["status"].astype(np.int32)),
+        "converged": ("config", part["converged"].astype(bool)),
+        "distance_to_limit": ("config", part["distance_to_limit"]),
         "num_steps": ("config", part["num_steps"].astype(np.int32)),
     }
     if "x_predicted" in part:
         data["x_predicted"] = (("config", "coord"), part["x_predicted"])
         data["bias_status"] = ("config", part["bias_status"].astype(np.int32))
     if truth is not None:
-        target = truth if truth.ndim == 1 else truth[lo:hi]
-        data["recovery_error"] = (
-            "config",
-            np.linalg.norm(part["x_final"] - target, axis=1),
-        )
-        if "x_predicted" in part:
-            data["predicted_recovery_error"] = (
-                "config",
-                np.linalg.norm(part["x_predicted"] - target, axis=1),
-            )
-    config_coords = {k: ("config", np.asarray(v)[lo:hi]) for k, v in coords.items()}
-    config_coords["config"] = np.arange(lo, hi)
-    return xr.Dataset(data, coords=config_coords)
+        target = truth if truth.ndim == 1 else truth[index]
+        for name, x in (("", "x_final"), ("predicted_", "x_predicted")):
+            if x in part:
+                error = np.linalg.norm(part[x] - target, axis=1)
+                data[f"{name}recovery_error"] = ("config", error)
+    dataset = xr.Dataset(data, coords={"config": index})
+    dataset = dataset.assign_coords(
+        {k: ("config", np.asarray(v)[index]) for k, v in coords.items()}
+    )
+    for name, variable in dataset.variables.items():
+        variable.attrs.update(variable_attributes(name))
+    return dataset
 
 
-def _record(problem, pair, schedules, batch, plan) -> dict:
-    """The sweep's configuration, stored beside its results and compared on resume."""
-    options = plan.options
+def _attributes(problem, pair, schedules, batch, plan) -> dict:
+    """The sweep's settings, as the results' attributes (numbers stay numbers)."""
+    solver = plan.solver
+    options = solver.options
     return dict(
         jaxmirror_version=__version__,
+        jax_version=jax.__version__,
         configurations=batch.size,
-        chunk_size=plan.chunk,
+        chunk_size=plan.unit,
         pair=type(pair).__name__,
         schedule=type(schedules).__name__,
         problem=type(problem).__name__,
-        w0_batched=batch.w0,
-        problem_batched=batch.problem,
-        t1=float(plan.t1),
-        formulation=plan.formulation.name,
-        strategy=plan.strategy,
+        w0_batched=int(batch.w0),
+        problem_batched=int(batch.problem),
+        t1=float(solver.t1),
+        formulation=solver.formulation.name,
+        strategy=solver.strategy,
         rtol=options.rtol,
         atol=options.atol,
         max_steps=options.max_steps,
         solver=type(options.solver).__name__,
         prediction=plan.prediction_note,
+        grid_view="ds.set_index(config=[<schedule parameters>]).unstack('config')",
     )
 
 
-def _progress(done, total, chunk_index, n_chunks, start, resumed):
-    elapsed = time.perf_counter() - start
-    new = done - resumed
-    rate = new / elapsed if elapsed > 0 else float("nan")
-    left = (total - done) / rate if rate > 0 else float("nan")
-    print(
-        f"[jaxmirror sweep] chunk {chunk_index + 1}/{n_chunks}: {done}/{total} "
-        f"configurations, {rate:.1f} configurations/s, about {left:.0f} s left",
-        file=sys.stderr,
-        flush=True,
+def _fingerprint(inputs, truth, labels, plan, options) -> dict[str, str]:
+    problem, pair, schedules, w0 = inputs
+    solver = plan.solver
+    return fingerprint(
+        dict(
+            problem=problem,
+            pair=pair,
+            schedules=schedules,
+            w0=w0,
+            truth=truth,
+            labels=labels,
+        ),
+        dict(
+            formulation=solver.formulation.name,
+            strategy=solver.strategy,
+            solver=options.solver,
+            rtol=options.rtol,
+            atol=options.atol,
+            max_steps=options.max_steps,
+            stepsize_controller=options.controller,
+            t1=float(solver.t1),
+            chunk_size=plan.unit,
+            predict=solver.predict,
+        ),
     )
+
+
+class _Progress:
+    """One line per chunk on stderr: configurations done, rate, time left."""
+
+    def __init__(self, enabled: bool, total: int, done: int):
+        self.enabled, self.total, self.done = enabled, total, done
+        self.new, self.running, self.compiling = 0, 0.0, 0.0
+
+    def say(self, message: str) -> None:
+        if self.enabled:
+            print(f"[jaxmirror sweep] {message}", file=sys.stderr, flush=True)
+
+    def chunk(self, count: int, running: float, compiling: float) -> None:
+        self.done += count
+        self.new += count
+        self.running += running
+        self.compiling += compiling
+        rate = self.new / self.running if self.running > 0 else float("nan")
+        left = (self.total - self.done) / rate if rate > 0 else float("nan")
+        self.say(
+            f"{self.done}/{self.total} configurations, {rate:.1f} configurations/s "
+            f"(compiling: {self.compiling:.1f} s so far), about {left:.0f} s left"
+        )
 
 
 def sweep(
@@ -426,144 +342,194 @@ def sweep(
     t1,
     *,
     truth=None,
-    labels: Mapping[str, np.ndarray] | None = None,
+    labels=None,
+    attrs=None,
     formulation="auto",
-    strategy: str = "auto",
-    chunk_size: int | None = None,
-    out: str | os.PathLike | None = None,
-    resume: bool = False,
-    predict: bool = True,
-    progress: bool = True,
+    strategy="auto",
+    chunk_size=None,
+    out=None,
+    resume=False,
+    predict=True,
+    progress=True,
     solver=None,
-    rtol: float = 1e-6,
-    atol: float = 1e-9,
-    max_steps: int = 100_000,
+    rtol=1e-6,
+    atol=1e-9,
+    max_steps=100_000,
     stepsize_controller=None,
 ):
+    # No annotations: the checks below give messages that name the argument, and a
+    # runtime type checker would pre-empt them.
     r"""Solve K flows at once and collect where they end, as a labelled xarray Dataset.
 
     **Arguments:**
 
     - `problem`: a problem, or a `LeastSquares`/`Logistic` whose `Z` and `y` carry a
       leading configuration axis (one instance per configuration).
-    - `pair`: the (g, h) pair.
-    - `schedules`: a schedule whose parameters have a leading axis of length K.
+    - `pair`, `t1`: as for `jm.solve`.
+    - `schedules`: a schedule whose parameters have a leading axis of length K
+      (scalar parameters are shared by every configuration).
     - `w0`: initial parameters, shared or with a leading configuration axis.
-    - `t1`: the final time.
     - `truth`: optional ground truth x*, shape `(n,)` or `(K, n)`: adds recovery errors.
     - `labels`: extra per-configuration coordinates (e.g. `seed`, `scale`), each `(K,)`.
-    - `formulation`: as for `jm.solve`, default `"auto"`: in float64 the row-space
-      formulation for a closed-form pair and a loss of the predictions (least squares,
-      logistic, matrix sensing), the dual formulation for other losses; the parameter
-      formulation for pairs without a closed form and in float32, where the exponential
-      inverse mirror map amplifies roundoff (measured in `benchmarks/RESULTS.md`).
-    - `strategy`: `"vmap"`, `"batched"` or `"auto"` (see the module docstring; `"auto"`
-      picks `"batched"` for the parameter formulation on CPU and `"vmap"` otherwise,
-      as measured by `benchmarks/sweep.py`).
-    - `chunk_size`: configurations per chunk (memory stays bounded by it; default
-      min(K, 4096)), rounded up to a multiple of the device count.
-    - `out`: a directory: chunks are written there as they finish, with `config.json`
-      (the sweep's configuration and jaxmirror's version) beside them, and the
-      combined `results.nc` at the end.
-    - `resume`: continue a sweep in `out`, skipping finished chunks; the configuration
-      must match.
-    - `predict`: also compute `jm.implicit_bias` where a limit can be predicted (the
-      dataset's `prediction` attribute says why not otherwise).
-    - `progress`: report chunks done, configurations per second and time left.
-    - `solver`, `rtol`, `atol`, `max_steps`, `stepsize_controller`: as for `jm.solve`,
-      but the tolerances default to 1e-6 and 1e-9 (`jm.solve`: 1e-8 and 1e-10), which
-      resolve the differences a sweep compares, at about half the steps.
+    - `attrs`: extra attributes of the results (strings and numbers), e.g. the text
+      of a configuration file.
+    - `formulation`, `solver`, `max_steps`, `stepsize_controller`: as for `jm.solve`
+      (default formulation `"auto"` in both).
+    - `rtol`, `atol`: default 1e-6 and 1e-9, looser than `jm.solve`'s 1e-8 and 1e-10:
+      they resolve the differences a sweep compares at about half the steps.
+    - `strategy`: `"vmap"`, `"batched"` or `"auto"` (the batched strategy for the
+      parameter formulation on a CPU, else vmap, as measured by `benchmarks/sweep.py`).
+    - `chunk_size`: configurations per chunk and per block of the store (rounded up to a
+      multiple of the device count); default: adaptive (module docstring).
+    - `out`: a directory that becomes a Zarr store, written chunk by chunk and locked
+      while the sweep runs (see `_store.py`); `xarray.open_zarr(out)` opens it, and
+      `.to_netcdf(path)` exports it as one file.
+    - `resume`: continue the sweep in `out`, computing only what is missing; any change
+      of the inputs (named in the error) is refused.
+    - `predict`: also compute `jm.implicit_bias` where a limit can be predicted (else
+      the `prediction` attribute says why not).
+    - `progress`: one line per chunk on stderr (configurations done, rate, time left).
 
     **Returns:** an `xarray.Dataset` over `config` (and `coord`, the index of x) with
-    `x_final` (K, n), `loss`, `status`, `num_steps`, the schedule parameters and labels as
-    coordinates, and, where available, `x_predicted`, `bias_status`, `recovery_error`,
-    `predicted_recovery_error`. A failing configuration is recorded in `status`, never
-    raised.
+    `x_final`, `loss`, `status` (`jm.Status`; -1 pending), `converged` and
+    `distance_to_limit` (as in `jm.Solution`), `num_steps`, the schedule parameters and
+    labels as coordinates, and where available `x_predicted`, `bias_status`,
+    `recovery_error`, `predicted_recovery_error`; lazily read from `out` if given. A
+    failing configuration is recorded in `status`, never raised. The grid view of a
+    grid sweep: `ds.set_index(config=["alpha", "t_off"]).unstack("config")`.
 
     Several hosts: call `jax.distributed.initialize()` first; the configuration axis is
     then sharded over every host's devices, and only process 0 writes.
     """
-    problem, w0, batch = _check_batch(problem, pair, schedules, w0)
+    # Lock `out` first: a second run into it is refused before any other work.
+    store = None if out is None else SweepStore(out)
+    try:
+        return _sweep(
+            store,
+            *(problem, pair, schedules, w0, t1),
+            dict(
+                truth=truth,
+                labels=labels,
+                attrs=attrs,
+                formulation=formulation,
+                strategy=strategy,
+                chunk_size=chunk_size,
+                resume=resume,
+                predict=predict,
+                progress=progress,
+                solver=solver,
+                rtol=rtol,
+                atol=atol,
+                max_steps=max_steps,
+                stepsize_controller=stepsize_controller,
+            ),
+        )
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _sweep(store, problem, pair, schedules, w0, t1, kw):
+    problem, schedules, w0, batch = _check_batch(problem, pair, schedules, w0)
+    labels, truth = kw["labels"], kw["truth"]
     truth = _check_labels_and_truth(labels, truth, batch.size, problem.dim())
-    options = solver_options(solver, rtol, atol, max_steps, None, stepsize_controller)
-    settings = dict(
-        formulation=formulation,
-        strategy=strategy,
-        chunk_size=chunk_size,
-        predict=predict,
-        options=options,
+    options = solver_options(
+        kw["solver"],
+        kw["rtol"],
+        kw["atol"],
+        kw["max_steps"],
+        None,
+        kw["stepsize_controller"],
+    )
+    settings = dict(options=options)
+    settings.update(
+        {k: kw[k] for k in ("formulation", "strategy", "chunk_size", "predict")}
     )
     plan = _plan(problem, pair, schedules, w0, check_t1(t1), batch, settings)
-    _check_initialisations(plan, problem, pair, schedules, w0, batch)
-    record = _record(problem, pair, schedules, batch, plan)
-    store = None if out is None else SweepStore(out, record, resume)
+    _check_initialisations(plan.solver, problem, pair, schedules, w0, batch)
+    inputs = (problem, pair, schedules, w0)
+    attrs = {
+        **_attributes(problem, pair, schedules, batch, plan),
+        **(kw["attrs"] or {}),
+    }
     coords = _schedule_coordinates(schedules)
     coords.update({k: np.asarray(v) for k, v in (labels or {}).items()})
-    inputs = (problem, pair, schedules, w0)
-    parts = _solve_chunks(plan, inputs, batch, coords, truth, store, progress)
-    return _combine(parts, record, store)
-
-
-def _check_batch(problem, pair, schedules, w0):
-    """The sweep's inputs checked, with which of them carry the configuration axis."""
-    problem = as_problem(problem)
-    check_pair(pair)
-    check_schedule(schedules, "schedules")
-    w0 = jax.tree_util.tree_map(as_float_array, w0)
-    w0 = check_point_of(problem, pair, w0, batched=_is_batched_w0(pair, w0))
-    batch = _batch(problem, pair, schedules, w0)
-    if not is_concrete(schedules, w0, problem):
-        raise ValueError(
-            "`sweep` runs eagerly: pass concrete arrays, not traced values."
+    if store is None:
+        parts = _solve_chunks(
+            plan, inputs, batch, (coords, truth), None, kw["progress"]
         )
-    return problem, w0, batch
+        return _in_memory(parts, attrs)
+    store.check(_fingerprint(inputs, truth, labels, plan, options), kw["resume"])
+    context = (coords, truth, attrs)
+    parts = _solve_chunks(plan, inputs, batch, context, store, kw["progress"])
+    # Process 0 wrote the store; the others hold what this run computed.
+    return store.open() if store.writer else _in_memory(parts, attrs)
 
 
-def _solve_chunks(plan, inputs, batch, coords, truth, store, progress) -> list:
+def _solve_chunks(plan, inputs, batch, context, store, progress) -> list:
     """The chunk loop: each chunk solved, stored and reported as soon as it is done;
-    chunks that a resumed sweep already finished are read back, not recomputed."""
-    mesh = _devices_mesh()
-    start, parts, resumed = time.perf_counter(), [], 0
-    for index in range(plan.n_chunks):
-        lo, hi = index * plan.chunk, min((index + 1) * plan.chunk, batch.size)
-        dataset = None if store is None else store.finished_chunk(index)
-        if dataset is None:
-            part = _run_chunk(plan, inputs, batch, lo, hi, mesh)
-            dataset = _to_dataset(part, coords, truth, lo, hi)
-            if store is not None:
-                store.write_chunk(index, dataset)
-            if progress:
-                _progress(hi, batch.size, index, plan.n_chunks, start, resumed)
+    configurations that a resumed sweep already finished are not recomputed."""
+    coords, truth = context[:2]
+    exists = store is not None and store.exists
+    pending = store.pending() if exists else np.ones(batch.size, bool)
+    if jax.process_count() > 1:  # every process runs the chunks process 0 has pending
+        from jax.experimental import multihost_utils
+
+        pending = np.asarray(multihost_utils.broadcast_one_to_all(pending))
+    report = _Progress(progress, batch.size, int(batch.size - pending.sum()))
+    report.say(
+        f"{batch.size} configurations ({report.done} already done), formulation "
+        f"{plan.solver.formulation.name}, strategy {plan.solver.strategy}"
+    )
+    chunks = _Chunks(plan.unit, plan.adaptive, batch.size)
+    mesh, parts = devices_mesh(), []
+    for index, padded in chunks.ranges(pending):
+        start = time.perf_counter()
+        with CompileTimer() as compiling:
+            part = run_chunk(plan.solver, inputs, batch, index, padded, mesh)
+        dataset = _to_dataset(part, coords, truth, index)
+        if store is None or not store.writer:
+            parts.append(dataset)
         else:
-            resumed += hi - lo
-        parts.append(dataset)
+            if not store.exists:
+                store.create(dataset, batch.size, plan.unit, coords, context[2])
+            for lo, hi, rows in _contiguous_runs(index):
+                store.write(lo, hi, dataset.isel(config=rows))
+        running = time.perf_counter() - start - compiling.seconds
+        chunks.measured(running)
+        report.chunk(len(index), running, compiling.seconds)
     return parts
 
 
-def _combine(parts, record, store):
+def _contiguous_runs(index: np.ndarray):
+    """`(lo, hi, rows)` for each run of consecutive configurations in `index`
+    (a chunk is one run unless a resumed store had a unit half finished)."""
+    breaks = np.flatnonzero(np.diff(index) != 1) + 1
+    for rows in np.split(np.arange(len(index)), breaks):
+        yield int(index[rows[0]]), int(index[rows[-1]]) + 1, rows
+
+
+def _in_memory(parts, attrs):
     import xarray as xr
 
     result = xr.concat(parts, dim="config") if len(parts) > 1 else parts[0]
-    result.attrs.update({k: str(v) for k, v in record.items()})
-    if store is not None:
-        store.write_result(result)
+    result.attrs.update(attrs)
     return result
 
 
-def _is_batched_w0(pair, w0) -> bool:
-    """Whether `w0` carries a configuration axis: g(w0) has two axes instead of one."""
-    try:
-        return len(jax.eval_shape(pair.g, w0).shape) == 2
-    except Exception:  # noqa: BLE001 - `check_point_of` reports it with the argument
-        return False
-
-
-def _check_initialisations(plan, problem, pair, schedules, w0, batch) -> None:
+def _check_initialisations(solver, problem, pair, schedules, w0, batch) -> None:
     """Build every configuration's initial state once, eagerly, so that a bad
     initialisation (a degenerate Legendre scale, say) is reported before any solve."""
     one_problem = batch.take(problem, batch.problem, 0)
     schedule = batch.take(schedules, True, 0)
+    init = lambda w: solver.formulation.init(one_problem, pair, schedule, w)
     if batch.w0:
-        jax.vmap(lambda w: plan.formulation.init(one_problem, pair, schedule, w))(w0)
+        try:
+            jax.vmap(init)(w0)
+        except Exception as error:  # noqa: BLE001 - error_if under vmap: name `w0`
+            message = str(error).split("\n")[0]
+            raise ValueError(
+                f"`w0`: a configuration's initialisation fails: {message}"
+            ) from None
     else:
-        plan.formulation.init(one_problem, pair, schedule, w0)
+        init(w0)

@@ -5,6 +5,8 @@ Facts known at trace time raise ``ValueError`` at once. Facts about values raise
 through :func:`equinox.error_if`, so they still fire under ``jit`` and ``vmap``.
 """
 
+import contextlib
+import contextvars
 from collections.abc import Callable
 
 import equinox as eqx
@@ -35,6 +37,24 @@ def is_concrete(*xs) -> bool:
     return not any(isinstance(leaf, jax.core.Tracer) for leaf in leaves)
 
 
+_VALIDATED = contextvars.ContextVar("jaxmirror_validated", default=False)
+
+
+@contextlib.contextmanager
+def validated():
+    """Inside this block, traced values are trusted: `check` adds no `eqx.error_if`.
+
+    For jaxmirror's own compiled programs, whose inputs were checked eagerly first:
+    an `error_if` is a host callback, and a program with one is never stored in the
+    persistent compilation cache.
+    """
+    token = _VALIDATED.set(True)
+    try:
+        yield
+    finally:
+        _VALIDATED.reset(token)
+
+
 def check(
     name: str,
     x: Array,
@@ -53,6 +73,8 @@ def check(
         if not holds:
             shown = np.array2string(np.asarray(x), threshold=8, precision=6)
             raise ValueError(f"`{name}` must be {expected}, got {shown}.")
+        return x
+    if _VALIDATED.get():
         return x
     return eqx.error_if(
         x, jnp.logical_not(jnp.all(ok(x))), f"`{name}` must be {expected}."

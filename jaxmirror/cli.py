@@ -1,93 +1,189 @@
-"""The `jaxmirror` command: `demo`, `sweep CONFIG.yaml --out DIR [--resume]`, `plot DIR`,
-`reproduce NAME|all [--scale small|full] [--out DIR]`."""
+"""The `jaxmirror` command.
+
+    jaxmirror demo                                  the sparse-recovery demo
+    jaxmirror sweep CONFIG.yaml --out DIR [--resume]
+    jaxmirror plot DIR [--x t_off --y alpha --variable recovery_error]
+    jaxmirror export DIR FILE.nc                    the results as one netCDF file
+    jaxmirror reproduce NAME|all [--scale tiny|small|full] [--out DIR]
+
+A user error (a bad configuration, a missing file, a locked or mismatched `--out`)
+prints one line, `jaxmirror COMMAND: WHERE: message`, and exits with status 2.
+"""
 
 import argparse
 import pathlib
 import sys
 
 
-def _sweep(args):
+class _UserError(Exception):
+    """A mistake in the command line or its files: one line, exit status 2."""
+
+
+def _enable_float64():
     import jax
 
-    jax.config.update("jax_enable_x64", True)  # float32 configs cast their own arrays
+    jax.config.update("jax_enable_x64", True)  # an entry point may set it
+
+
+def _summary(ds) -> str:
+    """Counts of how the sweep's flows ended."""
+    import numpy as np
+
+    from ._status import Status
+    from ._store import PENDING
+
+    status = np.asarray(ds.status.values)
+    converged = np.asarray(ds.converged.values)
+    success = status == Status.SUCCESS
+    counts = {
+        "success": int((success & converged).sum()),
+        "not converged": int((success & ~converged).sum()),
+        "max steps": int((status == Status.MAX_STEPS).sum()),
+        "non-finite": int((status == Status.NONFINITE).sum()),
+        "solver failure": int((status == Status.SOLVER_FAILURE).sum()),
+        "pending": int((status == PENDING).sum()),
+    }
+    return ", ".join(
+        f"{count} {name}"
+        for name, count in counts.items()
+        if count or name == "success"
+    )
+
+
+def _sweep(args):
+    _enable_float64()
     from . import _config
 
+    config = pathlib.Path(args.config)
     try:
-        spec = _config.build(_config.load(args.config))
+        spec = _config.build(_config.load(config), base=config.parent)
     except _config.ConfigError as error:
-        print(f"jaxmirror sweep: {args.config}: {error}", file=sys.stderr)
-        return 2
+        raise _UserError(f"{config}: {error}") from None
+    import yaml
+
     import jaxmirror as jm
 
     out = pathlib.Path(args.out)
-    jm.sweep(
-        spec.problem,
-        spec.pair,
-        spec.schedules,
-        spec.w0,
-        spec.t1,
-        truth=spec.truth,
-        out=out,
-        resume=args.resume,
-        **spec.options,
-    )
-    import yaml
-
-    (out / "config.yaml").write_text(yaml.safe_dump(spec.raw, sort_keys=False))
-    print(f"results: {out / 'results.nc'}")
+    if out.exists() and not out.is_dir():
+        raise _UserError(f"{out}: --out must be a directory, got a file.")
+    try:
+        ds = jm.sweep(
+            *(spec.problem, spec.pair, spec.schedules, spec.w0, spec.t1),
+            truth=spec.truth,
+            attrs={"config_yaml": yaml.safe_dump(spec.raw, sort_keys=False)},
+            out=out,
+            resume=args.resume,
+            **spec.options,
+        )
+    except KeyboardInterrupt:
+        print(
+            f"jaxmirror sweep: interrupted; every finished chunk is saved in {out}. "
+            f"Continue with: jaxmirror sweep {config} --out {out} --resume",
+            file=sys.stderr,
+        )
+        return 130
+    except ValueError as error:
+        raise _UserError(f"{config}: {error}") from None
+    print(f"flows: {_summary(ds)}")
+    print(f"results: {out} (xarray.open_zarr)")
     return 0
 
 
-def _plot(args):
+def _open_results(directory: pathlib.Path):
     import xarray as xr
 
+    if not (directory / "zarr.json").is_file():
+        raise _UserError(
+            f"{directory}: no sweep results here (run `jaxmirror sweep CONFIG --out "
+            f"{directory}` first, with --resume if it was interrupted)."
+        )
+    return xr.open_zarr(directory)
+
+
+def _plot(args):
     from ._phase import phase_diagram
 
     directory = pathlib.Path(args.directory)
-    results = directory / "results.nc"
-    if not results.exists():
-        print(
-            f"jaxmirror plot: no results.nc in {directory} (finish the sweep first, "
-            "with --resume if it was interrupted)",
-            file=sys.stderr,
-        )
-        return 2
-    dataset = xr.load_dataset(results, engine="scipy")
+    dataset = _open_results(directory)
     path = directory / f"phase_{args.variable}.png"
-    phase_diagram(dataset, x=args.x, y=args.y, variable=args.variable, path=path)
+    try:
+        phase_diagram(dataset, x=args.x, y=args.y, variable=args.variable, path=path)
+    except ValueError as error:
+        raise _UserError(f"{directory}: {error}") from None
     print(f"figure: {path}")
     return 0
 
 
-def _reproduce(args):
-    import jax
-
-    jax.config.update("jax_enable_x64", True)  # reference checks against closed forms
-    from .experiments.reproduce import reproduce
-
-    reproduce(args.name, scale=args.scale, out=args.out)
+def _export(args):
+    directory, target = pathlib.Path(args.directory), pathlib.Path(args.file)
+    dataset = _open_results(directory)
+    dataset.to_netcdf(target)
+    print(f"netCDF: {target}")
     return 0
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="jaxmirror", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="the sparse-recovery demo", add_help=False)
-    sweep = sub.add_parser("sweep", help="run a sweep from a YAML configuration")
-    sweep.add_argument("config")
-    sweep.add_argument("--out", required=True)
-    sweep.add_argument("--resume", action="store_true")
-    plot = sub.add_parser("plot", help="phase diagrams of a finished sweep")
-    plot.add_argument("directory")
-    plot.add_argument("--x", default="t_off")
-    plot.add_argument("--y", default="alpha")
-    plot.add_argument("--variable", default="recovery_error")
-    reproduce = sub.add_parser("reproduce", help="reproduce the paper's experiments")
-    reproduce.add_argument("name", help="sparse, matrix, attention, lora, vit or all")
-    reproduce.add_argument(
-        "--scale", choices=["tiny", "small", "full"], default="small"
+def _reproduce(args):
+    _enable_float64()
+    from .experiments.reproduce import reproduce
+
+    try:
+        reproduce(args.name, scale=args.scale, out=args.out)
+    except ValueError as error:
+        raise _UserError(str(error)) from None
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    from ._version import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="jaxmirror", description=__doc__.splitlines()[0]
     )
-    reproduce.add_argument("--out", default="reproduce")
+    parser.add_argument(
+        "--version", action="version", version=f"jaxmirror {__version__}"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser(
+        "demo",
+        help="the sparse-recovery demo (options: --out, --alpha, --t-off)",
+        add_help=False,
+    )
+    sweep = sub.add_parser("sweep", help="run a sweep from a YAML configuration")
+    sweep.add_argument(
+        "config", help="the YAML configuration (see jaxmirror/_config.py)"
+    )
+    sweep.add_argument(
+        "--out", required=True, help="the results directory (a Zarr store)"
+    )
+    sweep.add_argument(
+        "--resume", action="store_true", help="continue an interrupted sweep in --out"
+    )
+    plot = sub.add_parser("plot", help="phase diagram (or curve) of a sweep's results")
+    plot.add_argument("directory", help="a sweep's --out directory")
+    plot.add_argument("--x", default="t_off", help="the parameter on the x axis")
+    plot.add_argument("--y", default="alpha", help="the parameter on the y axis")
+    plot.add_argument(
+        "--variable", default="recovery_error", help="the variable to colour by"
+    )
+    export = sub.add_parser("export", help="write a sweep's results as one netCDF file")
+    export.add_argument("directory", help="a sweep's --out directory")
+    export.add_argument("file", help="the netCDF file to write")
+    reproduce = sub.add_parser("reproduce", help="reproduce the paper's experiments")
+    reproduce.add_argument("name", help="an experiment's name, or all")
+    reproduce.add_argument(
+        "--scale",
+        choices=["tiny", "small", "full"],
+        default="small",
+        help="tiny (tests), small (a CPU), full (an accelerator)",
+    )
+    reproduce.add_argument(
+        "--out", default="reproduce", help="where to write figures and tables"
+    )
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = _parser()
     args, rest = parser.parse_known_args(argv)
     if args.command == "demo":
         from . import demo
@@ -96,8 +192,17 @@ def main(argv=None):
         return 0
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    commands = {"sweep": _sweep, "plot": _plot, "reproduce": _reproduce}
-    return commands[args.command](args)
+    commands = {
+        "sweep": _sweep,
+        "plot": _plot,
+        "export": _export,
+        "reproduce": _reproduce,
+    }
+    try:
+        return commands[args.command](args)
+    except _UserError as error:
+        print(f"jaxmirror {args.command}: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -14,6 +14,22 @@ $u_0 v_0 = \text{scale}^2$ (at $x_0 = 0$: $u_0 = v_0 = \text{scale}$).
   $\psi_\alpha(\beta) = \tfrac12\sum_i\big[\beta_i\operatorname{arcsinh}(\beta_i/\alpha^2)
   - \sqrt{\beta_i^2 + \alpha^4} + \alpha^2\big]$. This is `Hadamard` with
   scale $= \sqrt2\alpha$; our $R_0 = \psi_\alpha + $ const.
+- Woodworth et al. (2020), depth D: $\beta = w_+^D - w_-^D$, $w_\pm = \alpha$, limit
+  $\arg\min Q^D_\alpha$ with $\nabla Q^D_\alpha(\beta) = h_D^{-1}(\beta/\alpha^D)$,
+  $h_D(s) = (1 - s)^{-D/(D-2)} - (1 + s)^{-D/(D-2)}$. This is `PowerDifference(D)` with
+  scale $= \alpha$ and no weight decay: its mirror coordinate is
+  $\theta = s / (D(D-2)\alpha^{D-2})$.
+- The paper (Jacobs & Burkholz, "Mirror, mirror of the flow") writes the regularizer
+  of $m \odot w$ as $m^2 + w^2$, without our $\tfrac12$: its weight decay
+  $\alpha_{\text{paper}}$ is our $\alpha / 2$ (`to_paper_alpha`, `from_paper_alpha`).
+  The same holds for every pair whose $h$ we write as $\tfrac12|w|^2$.
+
+Induced penalties $\rho(x) = \min\{h(w) : g(w) = x\}$, the constant-weight-decay
+limit being $\arg\min f + \alpha\rho$ where it is convex: `Hadamard` $|x|_1$,
+`DiffSquares` $\tfrac12|x|_1$, `Square` $\tfrac12|x|_1$ on $x \ge 0$, matched
+`PowerDifference(L)` $|x|_1/L$, `PowerDifference(L, "l2")` $\tfrac12\sum|x_i|^{2/L}$
+(not convex for L > 2), `LogDifference` 0, `MatrixFactorization` $|X|_*$,
+`SymmetricFactorization` $\operatorname{tr} X$ on PSD matrices.
 """
 
 import jax.numpy as jnp
@@ -30,6 +46,17 @@ def from_woodworth(alpha: ArrayLike) -> tuple[DiffSquares, ArrayLike]:
 def from_pesme(alpha: ArrayLike) -> tuple[Hadamard, ArrayLike]:
     """The pair and jaxmirror scale matching Pesme et al.'s initialisation `alpha`."""
     return Hadamard(), jnp.sqrt(2.0) * jnp.asarray(alpha)
+
+
+def to_paper_alpha(alpha: ArrayLike):
+    r"""The paper's weight decay for jaxmirror's `alpha`: $\alpha/2$ (the paper's
+    regularizer is $m^2 + w^2$, ours $\tfrac12(m^2 + w^2)$)."""
+    return jnp.asarray(alpha) / 2.0
+
+
+def from_paper_alpha(alpha_paper: ArrayLike):
+    r"""jaxmirror's weight decay for the paper's $\alpha_{\text{paper}}$: twice it."""
+    return 2.0 * jnp.asarray(alpha_paper)
 
 
 def woodworth_potential(beta: ArrayLike, alpha: ArrayLike):

@@ -1,4 +1,4 @@
-"""Run a small sweep in a fresh process (device count and interruption need one)."""
+"""Run a small sweep in a fresh process (device count and several processes need one)."""
 
 import argparse
 import os
@@ -8,10 +8,8 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--devices", type=int, default=1)
 parser.add_argument("--strategy", default="vmap")
 parser.add_argument("--out", default=None)
-parser.add_argument("--resume", action="store_true")
 parser.add_argument("--save", required=True)
 parser.add_argument("--chunk-size", type=int, default=8)
-parser.add_argument("--slow", action="store_true", help="sleep after each chunk")
 parser.add_argument(
     "--processes", type=int, default=1, help="jax.distributed processes"
 )
@@ -38,21 +36,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxmirror as jm
-import jaxmirror._store as store_module
 
 
 assert len(jax.devices()) == args.devices * args.processes
-if args.slow:
-    import time
-
-    original = store_module._atomic_write
-
-    def slow_write(dataset, path):
-        original(dataset, path)
-        time.sleep(1.0)
-
-    store_module._atomic_write = slow_write
-
 problem, x_star = jm.datasets.sparse_regression(n=30, d=12, sparsity=3, seed=4)
 pair = jm.Hadamard()
 w0 = pair.init(jnp.zeros(30), scale=1.0)
@@ -69,7 +55,6 @@ ds = jm.sweep(
     strategy=args.strategy,
     chunk_size=args.chunk_size,
     out=args.out,
-    resume=args.resume,
     progress=False,
     rtol=1e-10,
     atol=1e-12,

@@ -66,3 +66,29 @@ def test_type_of_bias_moves_from_l2_to_l1():
     np.testing.assert_allclose(
         jm.type_of_bias(one, jnp.zeros(1), xi, 0.0), expected, rtol=1e-12
     )
+
+
+def test_paper_alpha_is_half_of_ours():
+    """The paper's objective f + alpha_paper (m^2 + w^2) has the same gradient field
+    as ours, f + alpha h with h = (m^2 + w^2)/2, exactly when alpha = 2 alpha_paper."""
+    rng = np.random.default_rng(0)
+    Z, y = jnp.asarray(rng.standard_normal((3, 5))), jnp.asarray(rng.standard_normal(3))
+    pair = jm.Hadamard()
+    w = (jnp.asarray(rng.standard_normal(5)), jnp.asarray(rng.standard_normal(5)))
+    alpha_paper = 0.37
+
+    def paper(w):
+        m, v = w
+        return 0.5 * jnp.sum((Z @ (m * v) - y) ** 2) + alpha_paper * jnp.sum(
+            m**2 + v**2
+        )
+
+    def ours(w, alpha):
+        return 0.5 * jnp.sum((Z @ pair.g(w) - y) ** 2) + alpha * pair.h(w)
+
+    alpha = jm.conventions.from_paper_alpha(alpha_paper)
+    assert float(jm.conventions.to_paper_alpha(alpha)) == pytest.approx(alpha_paper)
+    for a, b in zip(jax.grad(paper)(w), jax.grad(ours)(w, alpha)):
+        np.testing.assert_allclose(a, b, rtol=1e-14)
+    wrong = jax.grad(ours)(w, alpha_paper)
+    assert not np.allclose(wrong[0], jax.grad(paper)(w)[0])

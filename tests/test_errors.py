@@ -1,8 +1,10 @@
 """Bad input raises a clear ValueError naming the argument, before any solve starts."""
 
+import diffrax as dfx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import jaxmirror as jm
@@ -135,6 +137,65 @@ PROBLEM = jm.LeastSquares(Z, y)
         ),
         (lambda: PAIR.init(jnp.zeros(4), scale=0.0), r"`scale` must be in \["),
         (lambda: jm.Square().init(jnp.array([1.0, -1.0])), "`x0` must be > 0"),
+        (lambda: jm.Square().init(jnp.ones(2), 0.5), "`scale` must be None for Square"),
+        (
+            lambda: PAIR.init(jnp.zeros(4), scale=1e-300),
+            r"`scale` must be in \[1.49e-154",
+        ),
+        (
+            lambda: PAIR.init(jnp.zeros(4), scale=1e300),
+            r"`scale` must be in \[.*1.34e\+154\]",
+        ),
+        (
+            lambda: jm.DiffSquares().init(-jnp.ones(4), scale=1e-160),
+            r"`scale` must be in \[",
+        ),
+        (
+            lambda: jm.MatrixFactorization((3, 3), 2).init(jax.random.PRNGKey(0)),
+            "`x0` must be None .* got a PRNG key; pass it as `.*key=key",
+        ),
+        (lambda: jm.MatrixFactorization((3, 3), 2).init(), "`key` is required"),
+        (lambda: PAIR.init(jax.random.PRNGKey(0)), "`x0` must be a model point"),
+        (
+            lambda: jm.solve(PROBLEM, PAIR, jm.Constant(0.1), W0, t1=float("inf")),
+            "`t1` must be finite and > 0",
+        ),
+        (lambda: jm.SwitchOff(jnp.ones(3), jnp.ones(2)), "batch shapes disagree"),
+        (lambda: jm.Constant(jnp.ones(0)), "an empty batch of schedules"),
+        *[
+            (
+                lambda kwargs=kwargs: jm.solve(
+                    PROBLEM, PAIR, jm.SwitchOff(0.1, 1.0), W0, t1=1.0, **kwargs
+                ),
+                match,
+            )
+            for kwargs, match in [
+                (dict(rtol=0.0), "`rtol` must be a finite number > 0"),
+                (dict(rtol=-1e-6), "`rtol` must be a finite number > 0"),
+                (dict(rtol=float("nan")), "`rtol` must be a finite number > 0"),
+                (dict(atol=-1.0), "`atol` must be a finite number > 0"),
+                (dict(max_steps=0), "`max_steps` must be an int >= 1"),
+                (dict(max_steps=-1), "`max_steps` must be an int >= 1"),
+                (dict(max_steps=10.5), "`max_steps` must be an int >= 1"),
+                (dict(solver=dfx.Euler()), "`solver` must be an adaptive"),
+                (
+                    dict(stepsize_controller=dfx.ConstantStepSize()),
+                    "`stepsize_controller` must be an adaptive",
+                ),
+            ]
+        ],
+        (
+            lambda: jm.sweep(
+                PROBLEM, PAIR, jm.SwitchOff(jnp.ones(2), 1.0), W0, 1.0, chunk_size=2.5
+            ),
+            "`chunk_size` must be an int >= 1",
+        ),
+        (
+            lambda: jm.train(
+                PROBLEM, PAIR, jm.Constant(0.1), W0, optax.sgd(0.2), lr=0.1, steps=5
+            ),
+            "`optimizer`: its first step moves a unit gradient by 0.2",
+        ),
         (lambda: jm.DiffSquares().init(jnp.zeros((2, 2))), "`x0` must be a vector"),
     ],
 )
@@ -169,3 +230,14 @@ def test_constant_inputs_inside_jit_are_checked_eagerly():
     assert run(0.1).shape == (4,)
     with pytest.raises(ValueError, match="`t_off` must be finite and >= 0"):
         jax.jit(lambda: jm.SwitchOff(0.1, -2.0).alpha)()
+
+
+def test_traced_negative_t1_is_refused_under_jit():
+    """A traced t1 cannot be checked before the solve: eqx.error_if refuses it inside,
+    instead of integrating backwards."""
+    run = jax.jit(
+        lambda t1: jm.solve(PROBLEM, PAIR, jm.Constant(0.1), W0, t1=t1).x_final
+    )
+    assert run(1.0).shape == (4,)
+    with pytest.raises(Exception, match="`t1` must be finite and > 0"):
+        jax.block_until_ready(run(-1.0))

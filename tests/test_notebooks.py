@@ -1,4 +1,4 @@
-"""Every notebook executes (at the small scale, as on a CPU without an accelerator);
+"""Every notebook executes (at the tiny scale: what runs is the test, not the numbers;
 `jaxmirror reproduce` writes its figures and tables; the sparse phase diagram's
 simulated errors agree with the predicted ones cell by cell."""
 
@@ -30,7 +30,7 @@ def test_every_notebook_is_paired():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_executes(path, tmp_path, monkeypatch):
-    monkeypatch.setenv("JAXMIRROR_SCALE", "small")
+    monkeypatch.setenv("JAXMIRROR_SCALE", "tiny")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(

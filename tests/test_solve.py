@@ -341,3 +341,112 @@ def test_step_size_controller_is_pi_in_float64_only():
     single = default_controller(1e-6, 1e-9, (jnp.zeros(3, jnp.float32),))
     assert (double.pcoeff, double.icoeff) == (0.3, 0.3)
     assert (single.pcoeff, single.icoeff) == (0, 1)
+
+
+@pytest.mark.parametrize(
+    "alpha, t_off, converged",
+    [
+        (0.1, 100.0, False),
+        (0.094, 100.0, False),
+        (0.02, 100.0, True),
+        (0.1, 10.0, True),
+    ],
+)
+def test_converged_flags_the_unfinished_flow(alpha, t_off, converged):
+    """A strong weight-decay phase (alpha t_off = 10) shrinks the Legendre scale so far
+    that the small coordinates have not reached their limit by t1 = 2000, although the
+    solve succeeds: `converged` says so, and `distance_to_limit` is the right size
+    (checked against the predicted limit). Its neighbours with less total weight
+    decay have converged."""
+    problem, _ = jm.datasets.sparse_regression(n=100, d=40, sparsity=5, seed=0)
+    pair = jm.Hadamard()
+    w0 = pair.init(jnp.zeros(100), scale=1.0)
+    schedule = jm.SwitchOff(alpha, t_off)
+    sol = jm.solve(problem, pair, schedule, w0, t1=2000.0, rtol=1e-8, atol=1e-10)
+    assert int(sol.status) == jm.Status.SUCCESS
+    assert bool(sol.converged) == converged
+    remaining = float(
+        jnp.max(jnp.abs(sol.x_final - jm.implicit_bias(problem, pair, schedule, w0)))
+    )
+    estimate = float(sol.distance_to_limit)
+    if converged:
+        assert remaining < 1e-7 and estimate < 1e-7, (remaining, estimate)
+    else:  # the Newton estimate is within a factor of 3 of the true distance
+        assert remaining > 1e-4 and remaining / 3 <= estimate <= 3 * remaining
+
+
+def test_converged_without_a_closed_form():
+    """Gaussian matrix sensing with U V^T: no closed form, no prediction. The estimate
+    of the distance still to go matches a much longer solve, and the flow counts as
+    converged once it is there."""
+    problem, _ = jm.datasets.gaussian_sensing(n1=5, n2=4, d=12, rank=2, seed=3)
+    pair = jm.MatrixFactorization((5, 4), 4)
+    w0 = pair.init(scale=0.3, key=jax.random.PRNGKey(1))
+    schedule = jm.SwitchOff(0.05, 20.0)
+    options = dict(rtol=1e-10, atol=1e-12, max_steps=10**6)
+    limit = jm.solve(problem, pair, schedule, w0, t1=20_000.0, **options)
+    assert bool(limit.converged)
+    early = jm.solve(problem, pair, schedule, w0, t1=50.0, **options)
+    late = jm.solve(problem, pair, schedule, w0, t1=1000.0, **options)
+    remaining = float(jnp.max(jnp.abs(early.x_final - limit.x_final)))
+    assert not bool(early.converged) and remaining > 1e-6
+    np.testing.assert_allclose(float(early.distance_to_limit), remaining, rtol=0.3)
+    assert bool(late.converged)
+    assert float(jnp.max(jnp.abs(late.x_final - limit.x_final))) < 1e-9
+
+
+def test_documented_saveat_controllers_and_adjoints():
+    """SaveAt(ts=...) equals an array of times; any adaptive controller can be passed
+    (and is still clipped at the jumps); the exact adjoints agree, ImplicitAdjoint
+    (row space, converged) gives the gradient of the predicted limit, and the adjoints
+    that would be wrong here are refused."""
+    pair = jm.Hadamard()
+    problem, w0, _ = random_instance(jax.random.PRNGKey(4), pair)
+    schedule = jm.SwitchOff(0.1, 2.0)
+    as_saveat = jm.solve(
+        problem, pair, schedule, w0, t1=5.0, saveat=dfx.SaveAt(ts=TIMES[:2]), **TIGHT
+    )
+    as_array = jm.solve(problem, pair, schedule, w0, t1=5.0, saveat=TIMES[:2], **TIGHT)
+    np.testing.assert_array_equal(as_saveat.xs, as_array.xs)
+    controller = dfx.PIDController(rtol=1e-12, atol=1e-12, pcoeff=0.4, icoeff=0.3)
+    custom = jm.solve(
+        problem,
+        pair,
+        schedule,
+        w0,
+        t1=5.0,
+        saveat=TIMES[:2],
+        solver=dfx.Dopri8(),
+        stepsize_controller=controller,
+    )
+    np.testing.assert_allclose(custom.xs, as_array.xs, rtol=1e-9, atol=1e-10)
+
+    def gradient(adjoint, formulation, t1=5.0, options=TIGHT):
+        def outcome(alpha):
+            return jnp.sum(
+                jm.solve(
+                    *(problem, pair, jm.SwitchOff(alpha, 2.0), w0),
+                    t1=t1,
+                    formulation=formulation,
+                    adjoint=adjoint,
+                    **options,
+                ).x_final
+            )
+
+        return float(jax.grad(outcome)(0.1))
+
+    reference = gradient(dfx.RecursiveCheckpointAdjoint(), "parameter")
+    assert gradient(dfx.DirectAdjoint(), "dual") == pytest.approx(reference, rel=1e-8)
+    limit = jax.grad(
+        lambda a: jnp.sum(jm.implicit_bias(problem, pair, jm.SwitchOff(a, 2.0), w0))
+    )(0.1)
+    # ImplicitAdjoint's root solve (optimistix) mixes int and float dtypes, which the
+    # strict promotion of these tests refuses.
+    with jax.numpy_dtype_promotion("standard"):
+        loose = dict(rtol=1e-10, atol=1e-12, max_steps=10**5)
+        implicit = gradient(dfx.ImplicitAdjoint(), "rowspace", 2000.0, loose)
+    assert implicit == pytest.approx(float(limit), rel=1e-7)
+    with pytest.raises(ValueError, match="`adjoint`: BacksolveAdjoint"):
+        gradient(dfx.BacksolveAdjoint(), "dual")
+    with pytest.raises(ValueError, match="`adjoint`: ImplicitAdjoint .* dual"):
+        gradient(dfx.ImplicitAdjoint(), "dual")

@@ -32,6 +32,9 @@ class AbstractFormulation(eqx.Module):
     """
 
     name: eqx.AbstractClassVar[str]
+    # Whether the state comes to rest at an isolated point once the flow has converged
+    # (an invertible Jacobian there), so that diffrax's ImplicitAdjoint applies.
+    isolated_limit: eqx.AbstractClassVar[bool]
 
     @abc.abstractmethod
     def unsupported(self, problem, pair) -> str | None:

@@ -8,8 +8,9 @@ from ._legendre_args import closed_form_reason, legendre_args
 
 class DualFormulation(AbstractFormulation):
     r"""The mirror flow in its dual coordinate, free of Hessians:
-    $$\dot\theta = -\nabla f\big((\nabla R_{a_t})^{-1}(\theta)\big), \qquad
-    \theta_0 = \nabla R_0(x_0).$$
+    $$\dot\theta = -\kappa(a_t)\,\nabla f\big((\nabla R_{a_t})^{-1}(\theta)\big),
+    \qquad \theta_0 = \nabla R_0(x_0),$$
+    with the Legendre function's clock $\kappa$ (1 for most pairs).
 
     Needs an `AbstractClosedFormPair`; the state has n entries. Cheapest per step and
     stable for tiny initial scales (the inverse mirror map is evaluated in log space).
@@ -19,6 +20,9 @@ class DualFormulation(AbstractFormulation):
     """
 
     name: ClassVar[str] = "dual"
+    isolated_limit: ClassVar[bool] = (
+        False  # theta stops anywhere on theta_0 + range(D^T) + null
+    )
 
     def unsupported(self, problem, pair):
         return closed_form_reason(pair)
@@ -28,7 +32,8 @@ class DualFormulation(AbstractFormulation):
         return args.theta0, args
 
     def field(self, t, theta, problem, args):
-        return -problem.grad(self.point(t, theta, problem, args))
+        clock = args.legendre.time_scale(args.schedule.a(t))
+        return -clock * problem.grad(self.point(t, theta, problem, args))
 
     def point(self, t, theta, problem, args):
         return args.legendre.grad_inverse(theta, args.schedule.a(t))

@@ -11,8 +11,9 @@ from ._legendre_args import closed_form_reason, legendre_args
 
 class MirrorFormulation(AbstractFormulation):
     r"""The time-varying mirror flow written in $x$ (THEORY.md section 2):
-    $$\dot x = -\big[\nabla^2 R_{a_t}(x)\big]^{-1}\big(\nabla f(x)
-        - \alpha_t\,\partial_a \nabla R_a(x)\big|_{a = a_t}\big).$$
+    $$\dot x = -\big[\nabla^2 R_{a_t}(x)\big]^{-1}\big(\kappa(a_t)\nabla f(x)
+        - \alpha_t\,\partial_a \nabla R_a(x)\big|_{a = a_t}\big),$$
+    with the Legendre function's clock $\kappa$ (1 for most pairs).
 
     The term $-\partial_a\nabla R_a$ is $\nabla_x y_a(x)$, the regularizer $y = h(w)$
     written as a function of x. Needs an `AbstractClosedFormPair`; the state is x itself
@@ -21,6 +22,9 @@ class MirrorFormulation(AbstractFormulation):
     """
 
     name: ClassVar[str] = "mirror"
+    isolated_limit: ClassVar[bool] = (
+        False  # x stops on the interpolating set, a manifold
+    )
 
     def unsupported(self, problem, pair):
         return closed_form_reason(pair)
@@ -34,7 +38,8 @@ class MirrorFormulation(AbstractFormulation):
         _, dtheta_da = jax.jvp(
             lambda a_: args.legendre.grad(x, a_), (a,), (jnp.ones_like(a),)
         )
-        force = problem.grad(x) - args.schedule(t) * dtheta_da
+        clock = args.legendre.time_scale(a)
+        force = clock * problem.grad(x) - args.schedule(t) * dtheta_da
         return -force / args.legendre.hessian_diag(x, a)
 
     def point(self, t, x, problem, args):

@@ -26,6 +26,9 @@ class ParameterFormulation(AbstractFormulation):
     """
 
     name: ClassVar[str] = "parameter"
+    isolated_limit: ClassVar[bool] = (
+        False  # flat directions: the minimisers form a manifold
+    )
 
     def unsupported(self, problem, pair):
         return None

@@ -15,7 +15,7 @@ class RowSpaceFormulation(AbstractFormulation):
     For a loss of the predictions, $f(x) = \phi(Dx)$ with $D$ of shape d x n
     (`AbstractLinearProblem`: least squares, logistic, matrix sensing), the gradient
     $\nabla f = D^\top\nabla\phi(Dx)$ lies in $\operatorname{range}(D^\top)$, so
-    $$\theta_t = \theta_0 + D^\top\mu_t, \qquad \dot\mu = -\nabla\phi(Dx_t), \qquad
+    $$\theta_t = \theta_0 + D^\top\mu_t, \qquad \dot\mu = -\kappa(a_t)\nabla\phi(Dx_t), \qquad
     x_t = (\nabla R_{a_t})^{-1}(\theta_0 + D^\top\mu_t), \qquad \mu_0 = 0.$$
     The state $\mu$ has d entries instead of n; `rtol` and `atol` apply to $\mu$.
     Needs an `AbstractClosedFormPair` and an `AbstractLinearProblem`. The fastest
@@ -23,6 +23,7 @@ class RowSpaceFormulation(AbstractFormulation):
     """
 
     name: ClassVar[str] = "rowspace"
+    isolated_limit: ClassVar[bool] = True  # mu solves d equations in d unknowns
 
     def unsupported(self, problem, pair):
         if not isinstance(problem, AbstractLinearProblem):
@@ -40,7 +41,8 @@ class RowSpaceFormulation(AbstractFormulation):
 
     def field(self, t, mu, problem, args):
         x = self.point(t, mu, problem, args)
-        return -problem.prediction_grad(problem.predict(x))
+        clock = args.legendre.time_scale(args.schedule.a(t))
+        return -clock * problem.prediction_grad(problem.predict(x))
 
     def point(self, t, mu, problem, args):
         theta = args.theta0 + mu @ problem.design()

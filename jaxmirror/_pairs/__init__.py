@@ -1,4 +1,5 @@
 from ._base import (
+    AbstractClockOnlyPair as AbstractClockOnlyPair,
     AbstractClosedFormPair as AbstractClosedFormPair,
     AbstractMatrixPair as AbstractMatrixPair,
     AbstractMirrorDescentPair as AbstractMirrorDescentPair,
@@ -8,9 +9,11 @@ from ._base import (
 )
 from ._diff_squares import DiffSquares as DiffSquares
 from ._hadamard import Hadamard as Hadamard
+from ._log_difference import LogDifference as LogDifference
 from ._matrix import (
     CommutingReduction as CommutingReduction,
     MatrixFactorization as MatrixFactorization,
     SymmetricFactorization as SymmetricFactorization,
 )
+from ._power_difference import PowerDifference as PowerDifference
 from ._square import Square as Square

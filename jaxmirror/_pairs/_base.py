@@ -8,6 +8,7 @@ else a pair can do is declared by deriving from a capability base, never guessed
 |---|---|---|
 | induced penalty and its prox | `AbstractPenalisedPair` | `implicit_bias` under constant weight decay |
 | closed-form time-varying Legendre function | `AbstractClosedFormPair` | the mirror, dual and row-space formulations, `implicit_bias` after a switch-off |
+| weight decay changes only the clock | `AbstractClockOnlyPair` | `implicit_bias` for every schedule |
 | exact discrete mirror descent | `AbstractMirrorDescentPair` | `mirror_descent_step`, `discrete_implicit_bias` |
 | matrix point, commuting reduction | `AbstractMatrixPair` | `implicit_bias` for matrix sensing |
 
@@ -62,6 +63,11 @@ class AbstractPair(eqx.Module):
         - `key`: a PRNG key, only for pairs that draw random parameters.
         """
 
+    def check_parameters(self, w0: Params) -> Params:
+        """`w0`, checked against the pair's domain (the default accepts any finite w0);
+        raises a `ValueError` naming `w0`, through `eqx.error_if` when traced."""
+        return w0
+
 
 class AbstractPenalisedPair(AbstractPair):
     r"""A pair whose induced penalty $\rho(x) = \min\{h(w) : g(w) = x\}$ is known.
@@ -70,6 +76,11 @@ class AbstractPenalisedPair(AbstractPair):
     $f(x) + \alpha\rho(x)$ (for pairs whose stationary points are global), which
     `jm.implicit_bias` computes by proximal gradient.
     """
+
+    def penalised_limit_unavailable(self) -> str | None:
+        """Why this instance's constant-weight-decay limit is not the penalised minimiser
+        (for pairs whose configuration decides it), or None (the default)."""
+        return None
 
     @abc.abstractmethod
     def penalty(self, x: Point) -> Scalar:
@@ -90,6 +101,16 @@ class AbstractClosedFormPair(AbstractPair):
     @abc.abstractmethod
     def legendre(self, w0: Params) -> AbstractLegendre:
         """The time-varying Legendre function fixed by the initialisation `w0`."""
+
+
+class AbstractClockOnlyPair(AbstractClosedFormPair):
+    r"""A closed-form pair whose Legendre function does not depend on $a$: weight decay
+    changes only the clock, $\frac{d}{dt}\nabla R(x_t) = -\kappa(a_t)\nabla f(x_t)$.
+
+    Where the flow interpolates, its limit is then the same for every schedule (the
+    Bregman projection of $x_0$ onto $\{Zx = y\}$ in $R$), which `implicit_bias`
+    computes for constant weight decay too.
+    """
 
 
 class AbstractMirrorDescentPair(AbstractClosedFormPair):

@@ -1,0 +1,57 @@
+"""The persistent compilation cache: compile each program once, reuse it in every process.
+
+A sweep's chunk, a solve or a prediction compiles in seconds, often longer than it runs.
+JAX can keep compiled programs on disk and load them in later processes; jaxmirror
+turns that on when it is imported, in a cache directory of its own:
+
+- `$JAXMIRROR_CACHE_DIR` if set, else `$XDG_CACHE_HOME/jaxmirror/xla` (by default
+  `~/.cache/jaxmirror/xla`);
+- set `JAXMIRROR_CACHE_DIR=off` (before importing jaxmirror) to leave the cache off;
+- if you configured JAX's own cache (`jax_compilation_cache_dir`), jaxmirror keeps yours.
+
+This is the one global JAX setting jaxmirror makes. It changes no result: a cached
+program is the program that would be compiled. Programs that compile in under half a
+second are not worth a disk round trip and are not stored.
+"""
+
+import os
+import pathlib
+
+import jax
+
+
+MIN_COMPILE_SECONDS = 0.5
+
+
+def default_cache_dir() -> pathlib.Path | None:
+    """The directory jaxmirror caches compiled programs in, or None when turned off."""
+    chosen = os.environ.get("JAXMIRROR_CACHE_DIR")
+    if chosen is not None:
+        return (
+            None
+            if chosen.strip().lower() in ("", "0", "off", "none")
+            else pathlib.Path(chosen)
+        )
+    base = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+    return pathlib.Path(base) / "jaxmirror" / "xla"
+
+
+def enable_compilation_cache(path=None) -> pathlib.Path | None:
+    """Keep compiled programs in `path` (default: `default_cache_dir()`) across processes.
+
+    Does nothing when a JAX compilation cache is already configured, or when the
+    directory is turned off. **Returns:** the cache directory in use, or None.
+    """
+    current = jax.config.jax_compilation_cache_dir
+    if current:
+        return pathlib.Path(current)
+    path = default_cache_dir() if path is None else pathlib.Path(path)
+    if path is None:
+        return None
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None  # a read-only home: run without the cache
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
+    return path

@@ -1,0 +1,278 @@
+r"""How one chunk of a sweep is solved: the two batching strategies and the predictions.
+
+Both strategies go through the formulation's `init`, `field` and `point`:
+
+- `"vmap"`: `jax.vmap` of independent solves; each configuration has its own step-size
+  controller (robust: one failing configuration never affects another);
+- `"batched"`: one solve whose state holds all configurations of a chunk; the
+  formulation's init, field and readout are vmapped per configuration while the problem
+  stays unbatched, so the products with its design matrix are GEMMs. The configurations
+  share the step-size controller, with the error measured per configuration and the
+  maximum taken (each configuration meets `rtol`/`atol`); the schedules' jump times
+  are merged. If a chunk fails (a shared failure), it is re-solved with `"vmap"`, so
+  failures stay per-configuration.
+
+A chunk's configuration axis is padded to a fixed size (so that a handful of compiled
+programs serve every chunk) and sharded over all devices (`jax.sharding`).
+"""
+
+import dataclasses
+import typing
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from ._formulations import AbstractFormulation
+from ._formulations._legendre_args import legendre_args
+from ._implicit_bias import _implicit_bias, default_tol
+from ._solve import default_controller, final_convergence, integrate, SolverOptions
+from ._status import Status
+from ._validation import validated
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """Which inputs carry the configuration axis, and how long it is."""
+
+    size: int
+    w0: bool
+    problem: bool
+
+    def axis(self, batched: bool):
+        return eqx.if_array(0) if batched else None
+
+    def take(self, tree, batched: bool, index):
+        """Rows `index` of the configuration axis (the whole tree when unbatched)."""
+        if not batched:
+            return tree
+        return jax.tree_util.tree_map(
+            lambda x: x[index] if eqx.is_array(x) else x, tree
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkSolver:
+    """What every chunk of one sweep is solved with."""
+
+    formulation: AbstractFormulation
+    strategy: str
+    t1: object
+    options: SolverOptions
+    predict: bool
+    regime: bool | None  # see `prediction_regime`
+
+
+class Solved(typing.NamedTuple):
+    """What a chunk's solves give, one row per configuration."""
+
+    x_final: jax.Array
+    status: jax.Array
+    converged: jax.Array
+    distance_to_limit: jax.Array
+    num_steps: jax.Array
+
+
+def _max_rms_norm(y):
+    """The largest per-configuration RMS norm: every configuration meets the tolerance."""
+    per_config = jax.tree_util.tree_map(
+        lambda leaf: jnp.mean(leaf.reshape(leaf.shape[0], -1) ** 2, axis=1), y
+    )
+    total = sum(jax.tree_util.tree_leaves(per_config))
+    count = len(jax.tree_util.tree_leaves(y))
+    return jnp.sqrt(jnp.max(total / count))
+
+
+@eqx.filter_jit
+def _solve_batched(
+    formulation, problem, pair, schedules, w0, jump_ts, t1, options, batch
+):
+    """One diffeqsolve whose state holds every configuration of the chunk."""
+    p_axis, w_axis = batch.axis(batch.problem), batch.axis(batch.w0)
+    each = eqx.if_array(0)
+    y0, args = eqx.filter_vmap(formulation.init, in_axes=(p_axis, None, each, w_axis))(
+        problem, pair, schedules, w0
+    )
+    field = eqx.filter_vmap(formulation.field, in_axes=(None, each, p_axis, each))
+    controller = options.controller
+    if controller is None:
+        controller = default_controller(
+            options.rtol, options.atol, y0, norm=_max_rms_norm
+        )
+    if jump_ts is not None:
+        controller = dfx.ClipStepSizeController(controller, jump_ts=jump_ts)
+    sol = dfx.diffeqsolve(
+        dfx.ODETerm(lambda t, y, a: field(t, y, a[0], a[1])),
+        options.solver,
+        0.0,
+        t1,
+        None,
+        y0,
+        args=(problem, args),
+        saveat=dfx.SaveAt(t1=True),
+        stepsize_controller=controller,
+        max_steps=options.max_steps,
+        throw=False,
+    )
+    y1 = jax.tree_util.tree_map(lambda leaf: leaf[0], sol.ys)
+    point = eqx.filter_vmap(formulation.point, in_axes=(None, each, p_axis, each))
+    xs = point(t1, y1, problem, args)
+    ok = sol.result == dfx.RESULTS.successful
+    status = jnp.where(
+        jnp.all(jnp.isfinite(xs), axis=1), Status.SUCCESS, Status.NONFINITE
+    ).astype(jnp.int32)
+    steps = jnp.broadcast_to(sol.stats["num_steps"], (batch.size,))
+    return xs, status, steps, ok, (y1, args)
+
+
+@eqx.filter_jit
+def _convergence(formulation, problem, final, status, t1, options, batch):
+    """`converged` and `distance_to_limit` per configuration, from the final states.
+
+    A program of its own, run on one device: on XLA:CPU with several devices, its
+    least-squares solves inside the sharded solve programs deadlocked.
+    """
+    y1, args = final
+    each = eqx.if_array(0)
+    convergence = eqx.filter_vmap(
+        lambda y, p, a, s: final_convergence(formulation, p, t1, y, a, s, options),
+        in_axes=(each, batch.axis(batch.problem), each, 0),
+    )
+    return convergence(y1, problem, args, status)
+
+
+@eqx.filter_jit
+def _solve_vmap(formulation, problem, pair, schedules, w0, t1, options, batch):
+    """Independent solves, one per configuration, each with its own controller."""
+    save = dfx.SubSaveAt(t1=True)
+
+    def single(problem, schedule, w):
+        y0, args = formulation.init(problem, pair, schedule, w)
+        jump_ts = schedule.jump_ts()
+        sol, y_last = integrate(
+            formulation, problem, y0, args, jump_ts, t1, save, options, False
+        )
+        return sol.x_final, sol.status, sol.num_steps, (y_last, args)
+
+    in_axes = (batch.axis(batch.problem), eqx.if_array(0), batch.axis(batch.w0))
+    return eqx.filter_vmap(single, in_axes=in_axes)(problem, schedules, w0)
+
+
+def _on_one_device(tree):
+    """The arrays of `tree` gathered onto the first device (one host's copy)."""
+    device = jax.local_devices()[0]
+    return jax.tree_util.tree_map(
+        lambda x: jax.device_put(_gather(x, None), device) if eqx.is_array(x) else x,
+        tree,
+    )
+
+
+@eqx.filter_jit
+def _predict(problem, pair, schedules, w0, tol, regime, batch):
+    def single(problem, schedule, w):
+        args = None if regime is False else legendre_args(pair, schedule, w)
+        x0 = pair.g(w)
+        return _implicit_bias(problem, pair, schedule, x0, args, tol, None, regime)
+
+    in_axes = (batch.axis(batch.problem), eqx.if_array(0), batch.axis(batch.w0))
+    return eqx.filter_vmap(single, in_axes=in_axes)(problem, schedules, w0)
+
+
+@eqx.filter_jit
+def _losses(problem, xs, batch):
+    return eqx.filter_vmap(
+        lambda p, x: p.loss(x), in_axes=(batch.axis(batch.problem), 0)
+    )(problem, xs)
+
+
+def devices_mesh() -> Mesh:
+    """All devices (of every process), along the configuration axis."""
+    return Mesh(np.array(jax.devices()), ("config",))
+
+
+def _shard(tree, batched, mesh):
+    """Put the configuration axis of batched leaves across the mesh."""
+    if not batched:
+        return tree
+    sharding = NamedSharding(mesh, PartitionSpec("config"))
+    return jax.tree_util.tree_map(
+        lambda x: jax.device_put(x, sharding) if eqx.is_array(x) else x, tree
+    )
+
+
+def _pad(tree, batched, size):
+    """Repeat the last configuration until the leading axis has length `size`."""
+    if not batched:
+        return tree
+
+    def pad(x):
+        if not eqx.is_array(x) or x.shape[0] == size:
+            return x
+        extra = jnp.repeat(x[-1:], size - x.shape[0], axis=0)
+        return jnp.concatenate([x, extra], axis=0)
+
+    return jax.tree_util.tree_map(pad, tree)
+
+
+def _gather(x, n=None):
+    """The first `n` rows (all with None) of `x`, from every process, as NumPy."""
+    if jax.process_count() > 1 and not getattr(x, "is_fully_addressable", True):
+        from jax.experimental import multihost_utils
+
+        x = multihost_utils.process_allgather(x, tiled=True)
+    return np.asarray(x)[:n]
+
+
+def run_chunk(solver: ChunkSolver, inputs, batch: Batch, index, padded: int, mesh):
+    """Solve (and predict) the configurations `index`, padded to `padded` of them.
+
+    **Returns:** a dict of NumPy arrays with one row per configuration of `index`.
+    """
+    problem, pair, schedules, w0 = inputs
+    sub = Batch(padded, batch.w0, batch.problem)
+
+    def take(tree, batched):
+        chunk = _pad(batch.take(tree, batched, index), batched, padded)
+        return _shard(chunk, batched, mesh)
+
+    problem_c, w0_c = take(problem, batch.problem), take(w0, batch.w0)
+    schedules_c = take(schedules, True)
+    with validated():  # `sweep` checked every input eagerly
+        return _solve_and_predict(
+            solver, problem_c, pair, schedules_c, w0_c, sub, len(index)
+        )
+
+
+def _solve_and_predict(solver, problem_c, pair, schedules_c, w0_c, sub, n):
+    common = (solver.formulation, problem_c, pair, schedules_c, w0_c)
+    results = None
+    if solver.strategy == "batched":
+        jumps = schedules_c.jump_ts()
+        jump_ts = None if jumps is None else jnp.asarray(np.unique(np.asarray(jumps)))
+        xs, status, steps, ok, final = _solve_batched(
+            *common, jump_ts, solver.t1, solver.options, sub
+        )
+        results = (xs, status, steps, final) if bool(ok) else None
+    if results is None:
+        results = _solve_vmap(*common, solver.t1, solver.options, sub)
+    xs, status, steps, final = results
+    converged, distance = _convergence(
+        solver.formulation,
+        *_on_one_device((problem_c, final, status)),
+        solver.t1,
+        solver.options,
+        sub,
+    )
+    solved = Solved(xs, status, converged, distance, steps)
+    part = {name: _gather(value, n) for name, value in solved._asdict().items()}
+    if solver.predict:
+        predicted, bias_status = _predict(
+            problem_c, pair, schedules_c, w0_c, default_tol(), solver.regime, sub
+        )
+        part["x_predicted"] = _gather(predicted, n)
+        part["bias_status"] = _gather(bias_status, n)
+    part["loss"] = _gather(_losses(problem_c, solved.x_final, sub), n)
+    return part
