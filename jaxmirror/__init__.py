@@ -7,6 +7,7 @@ from ._compare import (
     compare_to_flow as compare_to_flow,
     FlowComparison as FlowComparison,
 )
+from ._cores import use_all_cores as use_all_cores
 from ._discrete import (
     make_optimizer as make_optimizer,
     train as train,

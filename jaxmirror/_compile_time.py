@@ -24,10 +24,15 @@ class CompileTimer:
 
     def __init__(self):
         self.seconds = 0.0
+        # XLA's own compilation, the part the persistent cache saves (a cache hit
+        # leaves tracing and lowering, which JAX redoes in every process).
+        self.backend_seconds = 0.0
 
     def _listen(self, event: str, duration: float, **kwargs) -> None:
         if event.startswith(_EVENT_PREFIX):
             self.seconds += duration
+            if event == _EVENT_PREFIX + "backend_compile_duration":
+                self.backend_seconds += duration
 
     def __enter__(self) -> "CompileTimer":
         jax.monitoring.register_event_duration_secs_listener(self._listen)

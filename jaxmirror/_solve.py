@@ -13,7 +13,7 @@ from ._convergence import distance_to_limit, is_converged
 from ._formulations import AbstractFormulation, as_formulation
 from ._inputs import check_count, check_inputs, check_t1, check_tolerance
 from ._status import Status
-from ._validation import as_float_array, is_concrete
+from ._validation import as_float_array, is_concrete, validated
 
 
 class Solution(eqx.Module):
@@ -283,9 +283,13 @@ def solve(
     # The initial state (and the Legendre function, theta_0) once, eagerly where the
     # inputs are concrete, so that a degenerate w0 is reported before any solve.
     y0, args = formulation.init(problem, pair, schedule, w0)
-    return _solve(
-        formulation, problem, y0, args, schedule.jump_ts(), t1, saveat, options
-    )
+    # Everything the compiled solve sees was checked above (eagerly, or through
+    # error_if on traced inputs): it carries no runtime checks of its own, so the
+    # persistent compilation cache can keep it.
+    with validated():
+        return _solve(
+            formulation, problem, y0, args, schedule.jump_ts(), t1, saveat, options
+        )
 
 
 @eqx.filter_jit
@@ -316,6 +320,14 @@ def integrate(
         # BacksolveAdjoint) refuse vector fields that close over traced arrays.
         return formulation.field(t, y, *problem_and_args)
 
+    # Times in the state's precision: diffrax promotes the state to the dtype of the
+    # times, so float64 times would silently run a float32 flow in float64.
+    dtype = jnp.result_type(*jax.tree_util.tree_leaves(y0))
+    t1 = jnp.asarray(t1).astype(dtype)
+    if saveat.ts is not None:
+        saveat = dfx.SubSaveAt(
+            t0=saveat.t0, t1=saveat.t1, ts=saveat.ts.astype(dtype), fn=saveat.fn
+        )
     sol = _diffeqsolve(field, problem, y0, args, jump_ts, t1, saveat, options)
     return _solution(
         formulation, problem, sol, args, saveat, field, options, convergence

@@ -102,12 +102,16 @@ def _solve_batched(
         controller = default_controller(
             options.rtol, options.atol, y0, norm=_max_rms_norm
         )
+    # Times in the state's precision (diffrax promotes the state to the times' dtype).
+    dtype = jnp.result_type(*jax.tree_util.tree_leaves(y0))
+    t1 = jnp.asarray(t1).astype(dtype)
     if jump_ts is not None:
+        jump_ts = jump_ts.astype(dtype)
         controller = dfx.ClipStepSizeController(controller, jump_ts=jump_ts)
     sol = dfx.diffeqsolve(
         dfx.ODETerm(lambda t, y, a: field(t, y, a[0], a[1])),
         options.solver,
-        0.0,
+        jnp.zeros((), dtype),
         t1,
         None,
         y0,
@@ -133,15 +137,24 @@ def _convergence(formulation, problem, final, status, t1, options, batch):
     """`converged` and `distance_to_limit` per configuration, from the final states.
 
     A program of its own, run on one device: on XLA:CPU with several devices, its
-    least-squares solves inside the sharded solve programs deadlocked.
+    least-squares solves inside the sharded solve programs deadlocked. Mapped in
+    batches of `_CONVERGENCE_BATCH` configurations, so that its per-configuration
+    Jacobians never hold a whole chunk in memory at once.
     """
     y1, args = final
-    each = eqx.if_array(0)
-    convergence = eqx.filter_vmap(
-        lambda y, p, a, s: final_convergence(formulation, p, t1, y, a, s, options),
-        in_axes=(each, batch.axis(batch.problem), each, 0),
-    )
-    return convergence(y1, problem, args, status)
+    batched = (y1, args, problem if batch.problem else None)
+    dynamic, static = eqx.partition(batched, eqx.is_array)
+
+    def one(item):
+        y, a, p = eqx.combine(item[0], static)
+        p = problem if p is None else p
+        return final_convergence(formulation, p, t1, y, a, item[1], options)
+
+    size = min(_CONVERGENCE_BATCH, batch.size)
+    return jax.lax.map(one, (dynamic, status), batch_size=size)
+
+
+_CONVERGENCE_BATCH = 256
 
 
 @eqx.filter_jit
@@ -269,8 +282,13 @@ def _solve_and_predict(solver, problem_c, pair, schedules_c, w0_c, sub, n):
     solved = Solved(xs, status, converged, distance, steps)
     part = {name: _gather(value, n) for name, value in solved._asdict().items()}
     if solver.predict:
+        # On one device, as the convergence check: its LAPACK solves inside
+        # while loops deadlock XLA:CPU when the program is sharded over devices.
+        one_problem, one_schedules, one_w0 = _on_one_device(
+            (problem_c, schedules_c, w0_c)
+        )
         predicted, bias_status = _predict(
-            problem_c, pair, schedules_c, w0_c, default_tol(), solver.regime, sub
+            one_problem, pair, one_schedules, one_w0, default_tol(), solver.regime, sub
         )
         part["x_predicted"] = _gather(predicted, n)
         part["bias_status"] = _gather(bias_status, n)

@@ -9,7 +9,9 @@ without recomputing or losing finished work.
 
 **Chunks.** The configurations are laid out in units (the store's blocks) of
 `chunk_size` configurations. With an explicit `chunk_size` every chunk is one unit. By
-default a unit is 256 configurations (per device), and the `"vmap"` strategy starts with
+default a unit is 256 configurations (per device; a smaller sweep is padded to the next
+power of two, at least 8, so that any grid reuses a few compiled programs: shape
+bucketing; the problem's sizes stay exact), and the `"vmap"` strategy starts with
 one unit per chunk and then sizes chunks from the measured rate to take 10-30 s each
 (in powers of two of units, so that a few compiled programs serve every chunk): a kill
 loses at most one chunk of work, and progress appears after the first.
@@ -137,7 +139,9 @@ def _plan(problem, pair, schedules, w0, t1, batch, settings) -> _Plan:
     n_devices = len(jax.devices())
     chunk_size = settings["chunk_size"]
     if chunk_size is None:
-        unit = min(batch.size, _UNIT * n_devices)
+        # Shape bucketing: a small sweep is padded to the next power of two (at least
+        # 8 configurations), so that sweeps of any size reuse a few compiled programs.
+        unit = min(_ceil_power_of_two(max(batch.size, 8)), _UNIT * n_devices)
     else:
         unit = check_count("chunk_size", chunk_size)
     unit = -(-unit // n_devices) * n_devices
@@ -201,6 +205,10 @@ class _Chunks:
 
 def _floor_power_of_two(count: int) -> int:
     return 1 << (count.bit_length() - 1)
+
+
+def _ceil_power_of_two(count: int) -> int:
+    return 1 << (count - 1).bit_length()
 
 
 def _schedule_coordinates(schedules) -> dict[str, np.ndarray]:

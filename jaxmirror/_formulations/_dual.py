@@ -32,11 +32,11 @@ class DualFormulation(AbstractFormulation):
         return args.theta0, args
 
     def field(self, t, theta, problem, args):
-        clock = args.legendre.time_scale(args.schedule.a(t))
+        clock = args.clock(t)
         return -clock * problem.grad(self.point(t, theta, problem, args))
 
     def point(self, t, theta, problem, args):
-        return args.legendre.grad_inverse(theta, args.schedule.a(t))
+        return args.legendre.grad_inverse(theta, args.a(t))
 
     def parameters(self, y):
         return None

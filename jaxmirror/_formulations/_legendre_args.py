@@ -16,6 +16,15 @@ class LegendreArgs(eqx.Module):
     schedule: AbstractSchedule
     theta0: Float[Array, " n"]
 
+    def a(self, t):
+        r"""$a_t$ in the dtype of the mirror coordinate: a float32 flow stays float32
+        even where the schedule or the solver's clock are float64."""
+        return self.schedule.a(t).astype(self.theta0.dtype)
+
+    def clock(self, t):
+        r"""The Legendre function's time scale $\kappa(a_t)$."""
+        return self.legendre.time_scale(self.a(t))
+
 
 def legendre_args(pair, schedule, w0) -> LegendreArgs:
     r"""The Legendre function of `w0` and $\theta_0 = \nabla R_0(g(w_0))$, computed once."""

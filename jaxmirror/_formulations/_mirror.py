@@ -34,12 +34,13 @@ class MirrorFormulation(AbstractFormulation):
         return pair.g(w0), args
 
     def field(self, t, x, problem, args):
-        a = args.schedule.a(t)
+        a = args.a(t)
         _, dtheta_da = jax.jvp(
             lambda a_: args.legendre.grad(x, a_), (a,), (jnp.ones_like(a),)
         )
         clock = args.legendre.time_scale(a)
-        force = clock * problem.grad(x) - args.schedule(t) * dtheta_da
+        alpha = args.schedule(t).astype(x.dtype)
+        force = clock * problem.grad(x) - alpha * dtheta_da
         return -force / args.legendre.hessian_diag(x, a)
 
     def point(self, t, x, problem, args):

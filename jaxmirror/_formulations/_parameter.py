@@ -40,9 +40,9 @@ class ParameterFormulation(AbstractFormulation):
         x, pullback = jax.vjp(args.pair.g, w)
         (grad_fit,) = pullback(problem.grad(x))
         grad_reg = jax.grad(args.pair.h)(w)
-        alpha = args.schedule(t)
+        alpha = args.schedule(t)  # cast per leaf: a float32 flow stays float32
         return jax.tree_util.tree_map(
-            lambda gf, gh: -(gf + alpha * gh), grad_fit, grad_reg
+            lambda gf, gh: -(gf + alpha.astype(gh.dtype) * gh), grad_fit, grad_reg
         )
 
     def point(self, t, w, problem, args):

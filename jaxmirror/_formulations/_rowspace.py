@@ -41,12 +41,12 @@ class RowSpaceFormulation(AbstractFormulation):
 
     def field(self, t, mu, problem, args):
         x = self.point(t, mu, problem, args)
-        clock = args.legendre.time_scale(args.schedule.a(t))
+        clock = args.clock(t)
         return -clock * problem.prediction_grad(problem.predict(x))
 
     def point(self, t, mu, problem, args):
         theta = args.theta0 + mu @ problem.design()
-        return args.legendre.grad_inverse(theta, args.schedule.a(t))
+        return args.legendre.grad_inverse(theta, args.a(t))
 
     def parameters(self, y):
         return None

@@ -12,12 +12,14 @@ from ._common import figure, log, mean_spread, table
 
 SIZES = {
     "tiny": dict(commuting=(8, 5), gaussian=(6, 30), seeds=2, t1=300.0),
-    "small": dict(commuting=(20, 12), gaussian=(20, 120), seeds=3, t1=1500.0),
+    "small": dict(commuting=(20, 12), gaussian=(20, 120), seeds=4, t1=1500.0),
     "full": dict(commuting=(50, 30), gaussian=(40, 400), seeds=10, t1=3000.0),
 }
 # Strong decay for a while (a_inf = -20), as found on a small tuning grid (alpha in
-# {0.05, 0.1, 0.2} x t_off in {100, 300}, one seed); the same alpha for "constant".
+# {0.05, 0.1, 0.2} x t_off in {100, 300}) with seed 0; the same alpha for "constant".
+# Seed 0 is never reported: the reported instances use seeds 100, 101, ...
 ALPHA, T_OFF = 0.2, 100.0
+REPORTED_SEEDS = 100
 
 
 def _schedules():
@@ -34,7 +36,7 @@ def run(scale: str = "small"):
     n, d = cfg["commuting"]
     for key, schedule in _schedules().items():
         errors, gaps = [], []
-        for seed in range(cfg["seeds"]):
+        for seed in range(REPORTED_SEEDS, REPORTED_SEEDS + cfg["seeds"]):
             problem, X_star, P, _ = jm.datasets.commuting_sensing(
                 n=n, d=d, rank=2, seed=seed
             )
@@ -61,7 +63,7 @@ def run(scale: str = "small"):
     size, measurements = cfg["gaussian"]
     for key, schedule in _schedules().items():
         errors, ranks = [], []
-        for seed in range(cfg["seeds"]):
+        for seed in range(REPORTED_SEEDS, REPORTED_SEEDS + cfg["seeds"]):
             problem, X_star = jm.datasets.gaussian_sensing(
                 n1=size, n2=size, d=measurements, rank=2, seed=seed
             )
@@ -84,7 +86,7 @@ def run(scale: str = "small"):
             errors.append(float(np.linalg.norm(X - X_star) / np.linalg.norm(X_star)))
             trace = jm.models.spectral_trace(sol.xs, (size, size), threshold=1e-2)
             ranks.append(int(trace.rank[-1]))
-            if seed == 0:
+            if seed == REPORTED_SEEDS:
                 results["traces"][key] = (
                     np.asarray(ts),
                     np.asarray(trace.singular_values),

@@ -1,5 +1,12 @@
-"""Attention and LoRA: rank of the factor product and held-out loss over training, for
-no, constant and switch-off weight decay, several seeds."""
+"""Attention and LoRA: rank and nuclear norm of the factor product against the
+switch-off time, with the held-out loss, for no, switch-off and constant weight decay.
+
+The tasks are underdetermined (a few sequences or samples, so that many factor
+products fit the data) and start at initial scale 1, where no weight decay stays at
+high rank: the regime where the schedules differ. (With many samples every schedule
+reaches the target's rank 2, and the experiment cannot discriminate.) Reported seeds
+start at 100; the settings were chosen on seed 0.
+"""
 
 import numpy as np
 
@@ -10,47 +17,74 @@ from ._common import figure, log, mean_spread, table
 
 
 SIZES = {
-    "tiny": dict(steps=1500, seeds=2, embedding=6, lora=(8, 6)),
-    "small": dict(steps=8000, seeds=3, embedding=8, lora=(12, 10)),
-    "full": dict(steps=40000, seeds=10, embedding=16, lora=(32, 24)),
+    "tiny": dict(steps=1500, seeds=2, embedding=6, lora=(8, 6), sequences=2, samples=3),
+    "small": dict(
+        steps=3000, seeds=8, embedding=6, lora=(8, 6), sequences=2, samples=3
+    ),
+    "full": dict(
+        steps=10000, seeds=16, embedding=8, lora=(12, 10), sequences=2, samples=4
+    ),
 }
-ALPHA, LR = 0.01, 0.05
-OFF_FRACTION = 0.25  # weight decay is switched off after a quarter of training
+ALPHA, INIT_SCALE, LENGTH = 0.05, 1.0, 3
+LEARNING_RATES = {"attention": 0.05, "lora": 0.02}  # lora diverges at 0.05 from scale 1
+OFF_FRACTIONS = (0.1, 0.25, 0.5)  # switch-off times, as fractions of training
+REPORTED_SEEDS = 100
 
 
 def _task(name, cfg, seed):
     if name == "attention":
         e = cfg["embedding"]
-        problem, pair, w0, _, held = attention_task(embedding=e, rank=e, seed=seed)
+        problem, pair, w0, _, held = attention_task(
+            embedding=e,
+            rank=e,
+            seed=seed,
+            init_scale=INIT_SCALE,
+            sequences=cfg["sequences"],
+            length=LENGTH,
+        )
     else:
         inputs, outputs = cfg["lora"]
         problem, pair, w0, _, _, held = lora_task(
-            inputs=inputs, outputs=outputs, rank=min(inputs, outputs), seed=seed
+            inputs=inputs,
+            outputs=outputs,
+            rank=min(inputs, outputs),
+            seed=seed,
+            init_scale=INIT_SCALE,
+            samples=cfg["samples"],
         )
     return problem, pair, w0, held
 
 
+def _schedules(horizon):
+    """No weight decay, switch-off at fractions of the run, constant; and the
+    switch-off time each stands for (0 for none, the whole run for constant)."""
+    schedules = {"none": jm.Constant(0.0)}
+    for fraction in OFF_FRACTIONS:
+        schedules[f"switch-off at t={fraction * horizon:g}"] = jm.SwitchOff(
+            ALPHA, fraction * horizon
+        )
+    schedules["constant"] = jm.Constant(ALPHA)
+    return schedules, [0.0] + [f * horizon for f in OFF_FRACTIONS] + [horizon]
+
+
 def run(scale: str = "small", names=("attention", "lora")):
     cfg = SIZES[scale]
-    t_off = OFF_FRACTION * cfg["steps"] * LR
-    schedules = {
-        "none": jm.Constant(0.0),
-        "constant": jm.Constant(ALPHA),
-        "switch-off": jm.SwitchOff(ALPHA, t_off),
-    }
-    results = {"scale": scale, "t_off": t_off}
+    results = {"scale": scale, "seeds": cfg["seeds"], "t_offs": {}}
     for name in names:
+        schedules, results["t_offs"][name] = _schedules(
+            cfg["steps"] * LEARNING_RATES[name]
+        )
         per = {}
         for key, schedule in schedules.items():
             held_losses, ranks, nuclear, curves = [], [], [], None
-            for seed in range(cfg["seeds"]):
+            for seed in range(REPORTED_SEEDS, REPORTED_SEEDS + cfg["seeds"]):
                 problem, pair, w0, held = _task(name, cfg, seed)
                 run = jm.train(
                     problem,
                     pair,
                     schedule,
                     w0,
-                    lr=LR,
+                    lr=LEARNING_RATES[name],
                     steps=cfg["steps"],
                     save_every=cfg["steps"] // 50,
                 )
@@ -58,7 +92,7 @@ def run(scale: str = "small", names=("attention", "lora")):
                 held_losses.append(float(held.loss(run.x_final)))
                 ranks.append(int(trace.rank[-1]))
                 nuclear.append(float(trace.nuclear_norm[-1]))
-                if seed == 0:
+                if seed == REPORTED_SEEDS:
                     losses = [float(held.loss(x)) for x in run.xs]
                     curves = (
                         np.asarray(run.ts),
@@ -80,36 +114,44 @@ def report(results, out):
         if name not in results:
             continue
         per = results[name]
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+        fig, (ax1, ax2, ax3) = plt.subplots(
+            1, 3, figsize=(15, 4), constrained_layout=True
+        )
         rows = []
+        t_offs = results["t_offs"][name]  # none = 0, constant = the whole run
+        for metric, ax in (("rank", ax1), ("nuclear", ax2)):
+            values = np.array([per[key][metric] for key in per])  # (schedules, seeds)
+            ax.errorbar(
+                t_offs, values.mean(1), yerr=values.std(1, ddof=1), fmt="o-", capsize=2
+            )
+            ax.set_xlabel("switch-off time (0: none, last: constant)")
+        ax1.set_ylabel("final rank of the product (sv > 1% of max)")
+        ax2.set_ylabel("final nuclear norm")
         for key, r in per.items():
-            ts, losses, ranks = r["curves"]
-            ax1.semilogy(ts, losses, label=key)
-            ax2.plot(ts, ranks, label=key)
+            ts, losses, _ = r["curves"]
+            ax3.semilogy(ts, losses, label=key)
             rows.append(
                 [
                     key,
-                    mean_spread(r["held"]),
                     mean_spread(r["rank"]),
                     mean_spread(r["nuclear"]),
+                    mean_spread(r["held"]),
                 ]
             )
-        for ax in (ax1, ax2):
-            ax.axvline(results["t_off"], color="k", ls=":", lw=0.8)
-            ax.set_xlabel("time t = step x lr")
-            ax.legend()
-        ax1.set_ylabel("held-out loss")
-        ax2.set_ylabel("rank of the product (sv > 1% of max)")
-        ax1.set_title(f"{name}: held-out loss", fontsize=10)
-        ax2.set_title(f"{name}: rank", fontsize=10)
+        ax3.set_xlabel("time t = step x lr")
+        ax3.set_ylabel("held-out loss (first reported seed)")
+        ax3.legend(fontsize=7)
+        ax1.set_title(f"{name}: rank against switch-off time", fontsize=10)
+        ax2.set_title(f"{name}: nuclear norm", fontsize=10)
         path = out / f"{name}_training.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         paths.append(path)
         text += (
-            f"## {name.capitalize()}\n\nSGD lr={LR}, alpha={ALPHA}, t_off={results['t_off']:g}, target "
-            "rank 2; mean ± std over seeds.\n\n"
+            f"## {name.capitalize()}\n\nSGD lr={LEARNING_RATES[name]}, alpha={ALPHA}, initial scale "
+            f"{INIT_SCALE}, target rank 2, an underdetermined task; mean ± std over "
+            f"{results['seeds']} seeds (from {REPORTED_SEEDS}).\n\n"
         )
-        text += table(["schedule", "held-out loss", "final rank", "nuclear norm"], rows)
+        text += table(["schedule", "final rank", "nuclear norm", "held-out loss"], rows)
         text += "\n\n"
     return text.strip(), paths

@@ -13,6 +13,9 @@ EXPERIMENTS = {
     "attention": ("jaxmirror.experiments.models", {"names": ("attention",)}),
     "lora": ("jaxmirror.experiments.models", {"names": ("lora",)}),
     "vit": ("jaxmirror.experiments.vit", {}),
+    "range": ("jaxmirror.experiments.effects", {"name": "range"}),
+    "positional": ("jaxmirror.experiments.effects", {"name": "positional"}),
+    "deep": ("jaxmirror.experiments.effects", {"name": "deep"}),
 }
 
 

@@ -15,7 +15,7 @@ SIZES = {
         n=100,
         d=40,
         grid=8,
-        seeds=4,
+        seeds=16,
         ds=[10, 15, 20, 25, 30, 40, 50],
         t1=20000.0,
         chunk=64,
@@ -24,7 +24,7 @@ SIZES = {
         n=200,
         d=80,
         grid=32,
-        seeds=10,
+        seeds=32,
         ds=list(range(10, 101, 5)),
         t1=50000.0,
         chunk=1024,
@@ -51,7 +51,8 @@ def run(scale: str = "small"):
     )
     for name, pair in PAIRS.items():
         log(f"sparse: phase diagram, {name}, {cfg['grid']}x{cfg['grid']} flows")
-        problem, x_star = jm.datasets.sparse_regression(n=n, d=d, seed=0)
+        # Seed 0 chose the grid's range and is never reported (seeds from 100 are).
+        problem, x_star = jm.datasets.sparse_regression(n=n, d=d, seed=100)
         ds = jm.sweep(
             problem,
             pair,
@@ -115,10 +116,17 @@ def report(results, out):
         1, len(results["complexity"]), figsize=(11, 4), constrained_layout=True
     )
     crows = []
+    seeds = SIZES[results["scale"]]["seeds"]
     for ax, (name, curves) in zip(np.atleast_1d(axes), results["complexity"].items()):
         for key, curve in curves.items():
-            ax.plot(results["ds"], curve, "o-", label=key)
-            crows.append([name, key] + [f"{p:.2f}" for p in curve])
+            # The binomial standard error of a recovery frequency over `seeds` draws.
+            spread = np.sqrt(curve * (1 - curve) / seeds)
+            ax.errorbar(
+                results["ds"], curve, yerr=spread, fmt="o-", capsize=2, label=key
+            )
+            crows.append(
+                [name, key] + [f"{p:.2f} ± {e:.2f}" for p, e in zip(curve, spread)]
+            )
         ax.set_xlabel("number of measurements d")
         ax.set_ylabel(f"P(relative error < {THRESHOLD:g})")
         ax.set_title(f"sample complexity, {name}", fontsize=10)
@@ -138,6 +146,6 @@ def report(results, out):
         rows,
     )
     text += "\n\nRecovery probability vs measurements (implicit_bias, seeds per point: "
-    text += f"{SIZES[results['scale']]['seeds']})\n\n"
+    text += f"{seeds}, from seed 100; ± the binomial standard error)\n\n"
     text += table(["pair", "schedule"] + [f"d={m}" for m in results["ds"]], crows)
     return text, paths

@@ -1,0 +1,171 @@
+"""What a user's default call costs: `jm.sweep` with default options, against a scipy
+loop, in fresh processes (so that the second run shows the compilation cache).
+
+Sparse recovery at (d, n) = (40, 100), Hadamard, SwitchOff grid of K configurations,
+T = 200, float64. Each run is a fresh Python process that does what a user does:
+`import jaxmirror as jm; jm.use_all_cores()` (the `jaxmirror` command's default; pass
+`--one-device` for a plain process), then one `jm.sweep` with default options (rtol
+1e-8, atol 1e-10). The scipy RK45 loop runs at the same tolerances on a subset of the
+configurations and is extrapolated.
+
+    python benchmarks/default_path.py            # K = 512, two fresh processes
+    python benchmarks/default_path.py --configs 16 --scipy-configs 2   # a smoke test
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+RUN = r"""
+import json, sys, time
+start = time.perf_counter()
+import jax
+jax.config.update("jax_enable_x64", True)
+import numpy as np
+import jaxmirror as jm
+from jaxmirror._compile_time import CompileTimer
+if not ONE_DEVICE:
+    jm.use_all_cores()
+problem, _ = jm.datasets.sparse_regression(n=100, d=40, sparsity=5, seed=0)
+side = int(np.ceil(np.sqrt(K)))
+grid = jm.grid(alpha=np.linspace(0, 0.1, side), t_off=np.linspace(10, 100, side))
+schedules = jm.SwitchOff(grid["alpha"][:K], grid["t_off"][:K])
+pair = jm.Hadamard()
+imported = time.perf_counter() - start
+with CompileTimer() as compiling:
+    begin = time.perf_counter()
+    ds = jm.sweep(problem, pair, schedules, pair.init(np.zeros(100)), 200.0,
+                  progress=False, predict=False)
+    seconds = time.perf_counter() - begin
+np.save(OUT, ds.x_final.values)
+print(json.dumps(dict(seconds=seconds, compiling=compiling.seconds,
+                      backend=compiling.backend_seconds, imported=imported,
+                      devices=len(jax.devices()), converged=int(ds.converged.sum()),
+                      formulation=ds.attrs["formulation"], strategy=ds.attrs["strategy"])))
+"""
+
+
+def scipy_loop(Z, y, alphas, t_offs, count, t1, rtol, atol):
+    import scipy.integrate
+
+    n = Z.shape[1]
+    y0 = np.concatenate([np.ones(n), np.zeros(n)])
+    finals, start = [], time.perf_counter()
+    for alpha, t_off in zip(alphas[:count], t_offs[:count]):
+
+        def rhs(t, mw, alpha=alpha, t_off=t_off):
+            m, w = mw[:n], mw[n:]
+            grad = Z.T @ (Z @ (m * w) - y)
+            a = alpha if t < t_off else 0.0
+            return np.concatenate([-w * grad - a * m, -m * grad - a * w])
+
+        sol = scipy.integrate.solve_ivp(
+            rhs, (0.0, t1), y0, method="RK45", rtol=rtol, atol=atol
+        )
+        finals.append(sol.y[:n, -1] * sol.y[n:, -1])
+    return (time.perf_counter() - start) / count, np.array(finals)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", type=int, default=512)
+    parser.add_argument("--scipy-configs", type=int, default=16)
+    parser.add_argument("--one-device", action="store_true")
+    args = parser.parse_args()
+    sys.path.insert(0, os.path.dirname(__file__))
+    from _common import git_revision, machine, markdown_table, stamp
+
+    cache = tempfile.mkdtemp(prefix="jaxmirror-cache-")
+    env = {**os.environ, "JAXMIRROR_CACHE_DIR": cache}
+    runs = []
+    for attempt in range(2):
+        out = os.path.join(cache, f"x{attempt}.npy")
+        code = (
+            f"K = {args.configs}\nONE_DEVICE = {args.one_device}\nOUT = {out!r}\n" + RUN
+        )
+        start = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True
+        )
+        if done.returncode:
+            sys.exit(done.stderr[-3000:])
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        result["process"] = time.perf_counter() - start
+        result["x"] = np.load(out)
+        runs.append(result)
+
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import jaxmirror as jm
+
+    problem, _ = jm.datasets.sparse_regression(n=100, d=40, sparsity=5, seed=0)
+    side = int(np.ceil(np.sqrt(args.configs)))
+    grid = jm.grid(alpha=np.linspace(0, 0.1, side), t_off=np.linspace(10, 100, side))
+    per_config, finals = scipy_loop(
+        np.asarray(problem.Z),
+        np.asarray(problem.y),
+        grid["alpha"][: args.configs],
+        grid["t_off"][: args.configs],
+        args.scipy_configs,
+        200.0,
+        1e-8,
+        1e-10,
+    )
+    scipy_seconds = per_config * args.configs
+    diff = np.max(np.abs(runs[1]["x"][: args.scipy_configs] - finals))
+    print(f"# Default path, {stamp()}, commit {git_revision()}")
+    print(f"Machine: {machine()}")
+    print(
+        f"(d, n) = (40, 100), K = {args.configs}, T = 200, float64, default options "
+        f"(rtol 1e-8, atol 1e-10); each jaxmirror row is a fresh process\n"
+    )
+    rows = []
+    for i, run in enumerate(runs):
+        rows.append(
+            [
+                f"jm.sweep, process {i + 1}"
+                + (" (cache warm)" if i else " (cache empty)"),
+                f"{run['seconds']:.2f}",
+                f"{run['compiling']:.2f} ({run['backend']:.2f})",
+                f"{run['process']:.1f}",
+                f"{scipy_seconds / run['seconds']:.1f}x",
+                f"{run['devices']} devices, {run['strategy']} + {run['formulation']}, "
+                f"{run['converged']}/{args.configs} converged",
+            ]
+        )
+    rows.append(
+        [
+            "scipy solve_ivp RK45 loop",
+            f"{scipy_seconds:.1f}",
+            "-",
+            "-",
+            "1x",
+            f"extrapolated from {args.scipy_configs} configurations "
+            f"({per_config * 1e3:.0f} ms each); max |x diff| {diff:.1e}",
+        ]
+    )
+    print(
+        markdown_table(
+            [
+                "run",
+                "sweep call (s)",
+                "of which tracing + compiling (XLA compiling) (s)",
+                "whole process (s)",
+                "vs scipy",
+                "note",
+            ],
+            rows,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

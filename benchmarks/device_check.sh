@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# One prepared run on a GPU machine (see ../shared/design/DEVICE.md): every stage under
+# its own timeout, every result written under OUT as it comes, so that a run stopped at
+# its time limit keeps what it wrote. The stage limits add up to 8 minutes (the device
+# budget is 15, start-up and transfers included); reproduce gets what is left.
+#
+#   bash benchmarks/device_check.sh OUT          # the full check (a GPU machine)
+#   SMOKE=1 bash benchmarks/device_check.sh OUT  # every stage at its smallest size (CPU)
+#
+# It runs from the source tree (PYTHONPATH, no install, no network) with the machine's
+# preinstalled JAX stack; stages whose optional packages are missing say so and go on.
+set -u
+OUT=${1:?usage: device_check.sh OUT}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+export XLA_PYTHON_CLIENT_PREALLOCATE=false  # pytest workers and torch share the GPU
+export JAXMIRROR_CACHE_DIR="$OUT/xla-cache"  # the second demo run reuses the first's
+PYTHON=${PYTHON:-python3}
+SMOKE=${SMOKE:-0}
+
+stage() {  # stage NAME SECONDS COMMAND...: run, time, and log one stage
+  local name=$1 limit=$2
+  shift 2
+  local start=$SECONDS
+  echo "== $name (limit ${limit}s)" | tee -a "$OUT/summary.txt"
+  timeout "$limit" "$@" >"$OUT/$name.txt" 2>"$OUT/$name.err"
+  local rc=$?
+  echo "   rc=$rc, $((SECONDS - start)) s" | tee -a "$OUT/summary.txt"
+}
+
+if [ "$SMOKE" = 1 ]; then
+  TESTS=(tests/test_deep_pairs.py -k "depth_two or consistent")
+  SWEEP=(benchmarks/sweep.py --preset smoke --t1 20)
+  DISCRETE=(benchmarks/discrete_speed.py --configs 8 --steps 200 --loop-configs 1
+    --loop-steps 20 --dtype float64)
+  DEMO=(-c "import jax; jax.config.update('jax_enable_x64', True)
+from jaxmirror import demo; r = demo.run(t1=300.0); print(r['rows'])")
+  SCALE=tiny
+  REPRODUCE=(range)
+else
+  TESTS=(tests/test_solve.py tests/test_deep_pairs.py tests/test_implicit_bias.py
+    tests/test_legendre.py tests/test_gradients.py tests/test_matrix.py
+    tests/test_discrete.py tests/test_schedules.py)
+  SWEEP=(benchmarks/sweep.py --preset gpu)
+  DISCRETE=(benchmarks/discrete_speed.py --configs 16384 --steps 20000)
+  DEMO=(-m jaxmirror.demo --out "$OUT/demo.png")
+  SCALE=full
+  REPRODUCE=(all)
+fi
+
+stage environment 20 "$PYTHON" -c "
+import jax, jaxmirror
+print('jaxmirror', jaxmirror.__version__, '| jax', jax.__version__)
+print('devices', jax.devices())"
+nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1 || true
+stage tests 60 "$PYTHON" -m pytest -q -p no:benchmark -o addopts="" -x "${TESTS[@]}"
+stage sweep_benchmark 120 "$PYTHON" "${SWEEP[@]}"
+stage discrete_benchmark 30 "$PYTHON" "${DISCRETE[@]}"
+# Twice, in fresh processes: the second one's compilations come from the cache.
+stage demo_first 45 "$PYTHON" "${DEMO[@]}"
+stage demo_second 45 "$PYTHON" "${DEMO[@]}"
+for name in "${REPRODUCE[@]}"; do
+  stage "reproduce_$name" 180 "$PYTHON" -m jaxmirror.cli reproduce "$name" --scale "$SCALE" \
+    --out "$OUT/reproduce"
+done
+echo "done: $OUT/summary.txt" | tee -a "$OUT/summary.txt"

@@ -1,0 +1,42 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Deeper pairs: the type of bias (PowerDifference)
+#
+# The measured fact: with matched weight decay the depth-L pair moves from L2-type towards L1-type bias as a_inf decreases, for L = 2, 3, 4.
+#
+# Runs `jaxmirror reproduce deep`: at `full` scale on an accelerator, `small` on a CPU
+# (override with the environment variable `JAXMIRROR_SCALE=tiny|small|full`).
+
+# %%
+import pathlib
+
+import jax
+
+
+jax.config.update("jax_enable_x64", True)
+from IPython.display import display, Image, Markdown
+
+from jaxmirror.experiments._common import default_scale
+from jaxmirror.experiments.reproduce import reproduce
+
+
+scale = default_scale()
+print("backend:", jax.default_backend(), "| scale:", scale)
+
+# %%
+out = reproduce("deep", scale=scale, out=pathlib.Path("reproduce"))
+display(Markdown((out / "deep.md").read_text()))
+for path in sorted(out.glob("deep*.png")):
+    display(Image(filename=str(path)))

@@ -1,0 +1,42 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Positional bias from x0 != 0 (Hadamard)
+#
+# The measured fact: switching weight decay off is no weight decay at a smaller scale with the centre moved to x0 e^{2a}, not a plain small initialisation.
+#
+# Runs `jaxmirror reproduce positional`: at `full` scale on an accelerator, `small` on a CPU
+# (override with the environment variable `JAXMIRROR_SCALE=tiny|small|full`).
+
+# %%
+import pathlib
+
+import jax
+
+
+jax.config.update("jax_enable_x64", True)
+from IPython.display import display, Image, Markdown
+
+from jaxmirror.experiments._common import default_scale
+from jaxmirror.experiments.reproduce import reproduce
+
+
+scale = default_scale()
+print("backend:", jax.default_backend(), "| scale:", scale)
+
+# %%
+out = reproduce("positional", scale=scale, out=pathlib.Path("reproduce"))
+display(Markdown((out / "positional.md").read_text()))
+for path in sorted(out.glob("positional*.png")):
+    display(Image(filename=str(path)))

@@ -1,0 +1,42 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Range shrinking (LogDifference)
+#
+# The measured fact: the range of the mirror coordinate of x = log u - log v shrinks as e^{2a_t} under weight decay; the limit stays and the clock runs faster.
+#
+# Runs `jaxmirror reproduce range`: at `full` scale on an accelerator, `small` on a CPU
+# (override with the environment variable `JAXMIRROR_SCALE=tiny|small|full`).
+
+# %%
+import pathlib
+
+import jax
+
+
+jax.config.update("jax_enable_x64", True)
+from IPython.display import display, Image, Markdown
+
+from jaxmirror.experiments._common import default_scale
+from jaxmirror.experiments.reproduce import reproduce
+
+
+scale = default_scale()
+print("backend:", jax.default_backend(), "| scale:", scale)
+
+# %%
+out = reproduce("range", scale=scale, out=pathlib.Path("reproduce"))
+display(Markdown((out / "range.md").read_text()))
+for path in sorted(out.glob("range*.png")):
+    display(Image(filename=str(path)))

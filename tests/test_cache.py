@@ -1,0 +1,89 @@
+"""Compile once, reuse everywhere: the persistent compilation cache across processes,
+and shape bucketing within one."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxmirror as jm
+from jaxmirror import _cache, _strategies
+
+
+SWEEP = """
+import collections, json, sys
+import jax
+from jax import monitoring
+events = collections.Counter()
+monitoring.register_event_listener(lambda name, **kw: events.update([name]))
+jax.config.update("jax_enable_x64", True)
+import numpy as np, jax.numpy as jnp, jaxmirror as jm
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+problem, _ = jm.datasets.sparse_regression(n=12, d=5, sparsity=2, seed=1)
+pair = jm.Hadamard()
+schedules = jm.SwitchOff(np.linspace(0.0, 0.1, 6), np.linspace(1.0, 5.0, 6))
+ds = jm.sweep(problem, pair, schedules, pair.init(jnp.zeros(12), 1.0), 20.0,
+              progress=False)
+print(json.dumps({"hits": events["/jax/compilation_cache/cache_hits"],
+                  "misses": events["/jax/compilation_cache/cache_misses"],
+                  "x": np.asarray(ds.x_final).tolist()}))
+"""
+
+
+def _run_sweep_process(cache_dir):
+    env = {**os.environ, "JAXMIRROR_CACHE_DIR": str(cache_dir)}
+    done = subprocess.run(
+        [sys.executable, "-c", SWEEP],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_second_process_compiles_nothing(tmp_path):
+    """Every program of a sweep is stored in the cache by the first process and loaded
+    by the second, whose results are identical."""
+    first = _run_sweep_process(tmp_path / "xla")
+    assert first["misses"] > 0 and any((tmp_path / "xla").iterdir())
+    second = _run_sweep_process(tmp_path / "xla")
+    assert second["misses"] == 0
+    assert second["hits"] >= first["misses"]
+    np.testing.assert_array_equal(second["x"], first["x"])
+
+
+def test_cache_directory_can_be_chosen_or_turned_off(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAXMIRROR_CACHE_DIR", str(tmp_path / "mine"))
+    assert _cache.default_cache_dir() == tmp_path / "mine"
+    for off in ("off", "0", "none", ""):
+        monkeypatch.setenv("JAXMIRROR_CACHE_DIR", off)
+        assert _cache.default_cache_dir() is None
+    monkeypatch.delenv("JAXMIRROR_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert _cache.default_cache_dir() == tmp_path / "xdg" / "jaxmirror" / "xla"
+
+
+def test_small_sweeps_of_any_size_share_one_compiled_program():
+    """Shape bucketing: K = 5, 7 and 8 are padded to one unit of 8 configurations, so
+    the three sweeps run one compiled chunk program."""
+    compiled = getattr(_strategies._solve_vmap, "_cached", None)
+    if compiled is None or not hasattr(compiled, "_cache_size"):
+        pytest.skip("this JAX has no jit cache-size introspection")
+    problem, _ = jm.datasets.sparse_regression(n=13, d=3, sparsity=2, seed=2)
+    pair = jm.Hadamard()
+    w0 = pair.init(jnp.zeros(13), 1.0)
+    sizes = []
+    for K in (5, 7, 8):
+        schedules = jm.SwitchOff(np.linspace(0.0, 0.1, K), np.linspace(1.0, 3.0, K))
+        ds = jm.sweep(
+            problem, pair, schedules, w0, 5.0, strategy="vmap", progress=False
+        )
+        assert ds.sizes["config"] == K
+        sizes.append(compiled._cache_size())
+    assert sizes[1] == sizes[0] and sizes[2] == sizes[0]
