@@ -4,9 +4,11 @@ import datetime
 import os
 import platform
 import subprocess
+import time
 import timeit
 
 import jax
+import numpy as np
 
 
 def machine() -> str:
@@ -56,3 +58,27 @@ def markdown_table(header, rows) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def scipy_loop(Z, y, alphas, t_offs, count, t1, rtol, atol):
+    """The Hadamard switch-off flow from m = 1, w = 0 with scipy's RK45, one
+    configuration at a time (what a user would write): seconds per configuration
+    and the final x of each."""
+    import scipy.integrate
+
+    n = Z.shape[1]
+    y0 = np.concatenate([np.ones(n), np.zeros(n)])
+    finals, start = [], time.perf_counter()
+    for alpha, t_off in zip(alphas[:count], t_offs[:count]):
+
+        def rhs(t, mw, alpha=alpha, t_off=t_off):
+            m, w = mw[:n], mw[n:]
+            grad = Z.T @ (Z @ (m * w) - y)
+            a = alpha if t < t_off else 0.0
+            return np.concatenate([-w * grad - a * m, -m * grad - a * w])
+
+        sol = scipy.integrate.solve_ivp(
+            rhs, (0.0, t1), y0, method="RK45", rtol=rtol, atol=atol
+        )
+        finals.append(sol.y[:n, -1] * sol.y[n:, -1])
+    return (time.perf_counter() - start) / count, np.array(finals)

@@ -3,9 +3,8 @@ loop, in fresh processes (so that the second run shows the compilation cache).
 
 Sparse recovery at (d, n) = (40, 100), Hadamard, SwitchOff grid of K configurations,
 T = 200, float64. Each run is a fresh Python process that does what a user does:
-`import jaxmirror as jm; jm.use_all_cores()` (the `jaxmirror` command's default; pass
-`--one-device` for a plain process), then one `jm.sweep` with default options (rtol
-1e-8, atol 1e-10). The scipy RK45 loop runs at the same tolerances on a subset of the
+`import jaxmirror as jm` (with `--all-cores`, also `jm.use_all_cores()`: one JAX
+device per core), then one `jm.sweep` with default options (rtol 1e-8, atol 1e-10). The scipy RK45 loop runs at the same tolerances on a subset of the
 configurations and is extrapolated.
 
     python benchmarks/default_path.py            # K = 512, two fresh processes
@@ -31,7 +30,7 @@ jax.config.update("jax_enable_x64", True)
 import numpy as np
 import jaxmirror as jm
 from jaxmirror._compile_time import CompileTimer
-if not ONE_DEVICE:
+if ALL_CORES:
     jm.use_all_cores()
 problem, _ = jm.datasets.sparse_regression(n=100, d=40, sparsity=5, seed=0)
 side = int(np.ceil(np.sqrt(K)))
@@ -52,35 +51,14 @@ print(json.dumps(dict(seconds=seconds, compiling=compiling.seconds,
 """
 
 
-def scipy_loop(Z, y, alphas, t_offs, count, t1, rtol, atol):
-    import scipy.integrate
-
-    n = Z.shape[1]
-    y0 = np.concatenate([np.ones(n), np.zeros(n)])
-    finals, start = [], time.perf_counter()
-    for alpha, t_off in zip(alphas[:count], t_offs[:count]):
-
-        def rhs(t, mw, alpha=alpha, t_off=t_off):
-            m, w = mw[:n], mw[n:]
-            grad = Z.T @ (Z @ (m * w) - y)
-            a = alpha if t < t_off else 0.0
-            return np.concatenate([-w * grad - a * m, -m * grad - a * w])
-
-        sol = scipy.integrate.solve_ivp(
-            rhs, (0.0, t1), y0, method="RK45", rtol=rtol, atol=atol
-        )
-        finals.append(sol.y[:n, -1] * sol.y[n:, -1])
-    return (time.perf_counter() - start) / count, np.array(finals)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", type=int, default=512)
     parser.add_argument("--scipy-configs", type=int, default=16)
-    parser.add_argument("--one-device", action="store_true")
+    parser.add_argument("--all-cores", action="store_true")
     args = parser.parse_args()
     sys.path.insert(0, os.path.dirname(__file__))
-    from _common import git_revision, machine, markdown_table, stamp
+    from _common import git_revision, machine, markdown_table, scipy_loop, stamp
 
     cache = tempfile.mkdtemp(prefix="jaxmirror-cache-")
     env = {**os.environ, "JAXMIRROR_CACHE_DIR": cache}
@@ -88,7 +66,7 @@ def main():
     for attempt in range(2):
         out = os.path.join(cache, f"x{attempt}.npy")
         code = (
-            f"K = {args.configs}\nONE_DEVICE = {args.one_device}\nOUT = {out!r}\n" + RUN
+            f"K = {args.configs}\nALL_CORES = {args.all_cores}\nOUT = {out!r}\n" + RUN
         )
         start = time.perf_counter()
         done = subprocess.run(

@@ -84,27 +84,6 @@ def gemm_peak(dtype):
     return 2 * 2048**3 / min_time(lambda: f(a), repeat=3) / 1e9
 
 
-def scipy_loop(Z, y, alphas, t_offs, count, t1, rtol, atol):
-    import scipy.integrate
-
-    n = Z.shape[1]
-    y0 = np.concatenate([np.ones(n), np.zeros(n)])
-    finals, start = [], time.perf_counter()
-    for alpha, t_off in zip(alphas[:count], t_offs[:count]):
-
-        def rhs(t, mw, alpha=alpha, t_off=t_off):
-            m, w = mw[:n], mw[n:]
-            grad = Z.T @ (Z @ (m * w) - y)
-            a = alpha if t < t_off else 0.0
-            return np.concatenate([-w * grad - a * m, -m * grad - a * w])
-
-        sol = scipy.integrate.solve_ivp(
-            rhs, (0.0, t1), y0, method="RK45", rtol=rtol, atol=atol
-        )
-        finals.append(sol.y[:n, -1] * sol.y[n:, -1])
-    return (time.perf_counter() - start) / count, np.array(finals)
-
-
 def torch_batched(Z, y, alphas, t_offs, t1, rtol, atol, dtype):
     import torch
     from torchdiffeq import odeint
@@ -147,7 +126,7 @@ def main():
     preset = PRESETS[args.preset]
     rtol, atol = 1e-6, 1e-9
 
-    from _common import git_revision, machine, markdown_table, stamp
+    from _common import git_revision, machine, markdown_table, scipy_loop, stamp
 
     rows, notes = [], []
     for dtype in preset["dtypes"]:

@@ -1,15 +1,18 @@
 """Every CPU core for sweeps: one JAX device per core.
 
-On a CPU, JAX runs a program on one device, and a vectorized ODE solve keeps about one
-core busy. `jm.sweep` shards its chunks over all devices, so splitting the CPU into one
-device per core makes a sweep use every core (measured in `benchmarks/RESULTS.md`).
-JAX fixes its devices when it first computes anything, so this must happen right after
-import: the `jaxmirror` command does it itself; in a notebook call
+On a CPU, JAX runs a program on one device; `jm.sweep` shards its chunks over all
+devices, so splitting the CPU into one device per core lets a sweep run one shard per
+core. JAX fixes its devices when it first computes anything, so this must happen right
+after import, in the first cell of a notebook:
 
     import jaxmirror as jm
     jm.use_all_cores()
 
-in the first cell, before any computation.
+Measured on a 2-core machine (`benchmarks/RESULTS.md`), it does not pay there: XLA
+already spreads one device's work over both cores, a K = 512 sweep takes the same time
+(4.9 s against 5.0 s), and sweeps of small chunks are 5x slower (the devices
+synchronise at every step of the shared while loop). So nothing calls it by default;
+try it on a machine with many cores and large chunks, and measure.
 """
 
 import os

@@ -182,17 +182,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _use_all_cores() -> None:
-    """One JAX device per core, so that sweeps shard over every core; skipped where
-    this process has already computed (`main` called from Python, say)."""
-    import jaxmirror as jm
-
-    try:
-        jm.use_all_cores()
-    except RuntimeError:
-        pass
-
-
 def main(argv=None) -> int:
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
@@ -203,8 +192,6 @@ def main(argv=None) -> int:
         return 0
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    if args.command in ("sweep", "reproduce"):
-        _use_all_cores()
     commands = {
         "sweep": _sweep,
         "plot": _plot,

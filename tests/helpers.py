@@ -1,6 +1,8 @@
 """Shared test cases and assertions."""
 
 import dataclasses
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -76,3 +78,13 @@ def assert_tree_allclose(actual, expected, *, rtol, atol, what=""):
         np.testing.assert_allclose(
             a, e, rtol=rtol, atol=atol, err_msg=f"{what} leaf {i}"
         )
+
+
+def start_cli_sweep(config, out, resume: bool = False) -> subprocess.Popen:
+    """`jaxmirror sweep CONFIG --out OUT [--resume]` in a process of its own, with its
+    progress lines on `stderr` (a pipe, read line by line) and stdout discarded."""
+    command = [sys.executable, "-m", "jaxmirror.cli", "sweep", str(config)]
+    command += ["--out", str(out)] + (["--resume"] if resume else [])
+    return subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )

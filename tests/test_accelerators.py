@@ -93,8 +93,8 @@ def test_device_script_at_its_smoke_size(tmp_path):
 
 
 def test_sweep_with_predictions_on_every_core_finishes_and_agrees():
-    """On two CPU devices (the `jaxmirror` command's default on this machine) a sweep
-    with predictions completes (its LAPACK solves once deadlocked XLA:CPU when
+    """On two CPU devices (`jm.use_all_cores()` on this machine) a sweep with
+    predictions completes (its LAPACK solves once deadlocked XLA:CPU when
     sharded) and equals the one-device sweep at the accuracy of the computation."""
     code = (
         "import sys, json\n"

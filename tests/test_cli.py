@@ -4,14 +4,14 @@ export, help for every option, and Ctrl-C that says how to resume."""
 
 import argparse
 import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import xarray as xr
 
 from jaxmirror import _config, cli
+
+from .helpers import start_cli_sweep
 
 
 GOOD = """\
@@ -253,20 +253,7 @@ def test_ctrl_c_says_how_to_resume(tmp_path):
         ),
     )
     out = tmp_path / "run"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jaxmirror.cli",
-            "sweep",
-            str(config),
-            "--out",
-            str(out),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_cli_sweep(config, out)
     line = ""
     while "configurations," not in line:  # the first chunk is done
         line = process.stderr.readline()

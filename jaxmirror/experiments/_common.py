@@ -61,3 +61,12 @@ def figure():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig, path: pathlib.Path) -> pathlib.Path:
+    """Write `fig` to `path` (PNG, 110 dpi), close it, and return the path."""
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -24,7 +24,7 @@ import numpy as np
 
 import jaxmirror as jm
 
-from ._common import figure, log, mean_spread, table
+from ._common import figure, log, mean_spread, save_figure, table
 
 
 REPORTED_SEEDS = 100  # reported instances use seeds 100, 101, ...; 0 was for tuning
@@ -133,9 +133,7 @@ def report_range(results, out):
     ax2.set_ylabel("|Zx - y|")
     ax2.set_title("the clock runs faster, the limit stays", fontsize=10)
     ax2.legend(fontsize=8)
-    path = out / "range_shrinking.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path = save_figure(fig, out / "range_shrinking.png")
     text = (
         "## Range shrinking (LogDifference)\n\n"
         "x = log u - log v with weight decay on (u, v). Along the parameter-space flow the "
@@ -259,9 +257,7 @@ def report_positional(results, out):
     ax.set_yscale("log")
     ax.set_title("positional bias from x0 != 0 (Hadamard)", fontsize=10)
     ax.legend(fontsize=8)
-    path = out / "positional_bias.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path = save_figure(fig, out / "positional_bias.png")
     text = (
         "## Positional bias (Hadamard, x0 != 0)\n\n"
         f"Initial scale s = {POSITIONAL_SCALE}, |x0| ~ {POSITIONAL_X0} (Gaussian), "
@@ -385,9 +381,7 @@ def report_deep(results, out):
     ax2.set_title("type of bias: towards L1 as a_inf decreases", fontsize=10)
     for ax in (ax1, ax2):
         ax.legend(fontsize=8)
-    path = out / "deep_type_of_bias.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path = save_figure(fig, out / "deep_type_of_bias.png")
     gaps = ", ".join(f"L={L}: {g:.1e}" for L, g in results["flow_gaps"].items())
     text = (
         "## Deeper pairs: the type of bias (PowerDifference, matched weight decay)\n\n"
