@@ -260,3 +260,15 @@ def test_non_positive_log_parameters_are_refused_before_any_solve():
         jm.implicit_bias(problem, pair, jm.Constant(0.1), w0)
     with pytest.raises(ValueError, match="`w0` must be positive in both factors"):
         jm.PowerDifference(3).legendre((jnp.ones(N), -jnp.ones(N)))
+
+
+def test_prox_of_the_matched_penalty_is_the_scaled_soft_threshold():
+    """prox of tau |x|_1 / L, against its definition minimised by brute force."""
+    pair = jm.PowerDifference(3)
+    z, step = jnp.array([-1.0, -0.1, 0.05, 0.7]), 0.6
+    grid = jnp.linspace(-2.0, 2.0, 400_001)
+    objective = step * jnp.abs(grid)[:, None] / 3 + 0.5 * (grid[:, None] - z[None, :]) ** 2
+    brute = grid[jnp.argmin(objective, axis=0)]
+    np.testing.assert_allclose(pair.penalty_prox(z, step), brute, atol=1e-5)
+    with pytest.raises(ValueError, match="non-convex induced penalty"):
+        jm.PowerDifference(3, "l2").penalty_prox(z, step)

@@ -146,5 +146,8 @@ class PowerDifference(AbstractClosedFormPair, AbstractPenalisedPair):
         return jnp.sum(jnp.abs(x)) / self.depth
 
     def penalty_prox(self, z, step):
+        unavailable = self.penalised_limit_unavailable()
+        if unavailable is not None:  # the non-convex penalty has no prox here
+            raise ValueError(unavailable)
         threshold = step / self.depth
         return jnp.sign(z) * jnp.maximum(jnp.abs(z) - threshold, 0.0)
