@@ -267,7 +267,9 @@ def test_prox_of_the_matched_penalty_is_the_scaled_soft_threshold():
     pair = jm.PowerDifference(3)
     z, step = jnp.array([-1.0, -0.1, 0.05, 0.7]), 0.6
     grid = jnp.linspace(-2.0, 2.0, 400_001)
-    objective = step * jnp.abs(grid)[:, None] / 3 + 0.5 * (grid[:, None] - z[None, :]) ** 2
+    objective = (
+        step * jnp.abs(grid)[:, None] / 3 + 0.5 * (grid[:, None] - z[None, :]) ** 2
+    )
     brute = grid[jnp.argmin(objective, axis=0)]
     np.testing.assert_allclose(pair.penalty_prox(z, step), brute, atol=1e-5)
     with pytest.raises(ValueError, match="non-convex induced penalty"):
