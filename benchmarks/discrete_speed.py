@@ -39,6 +39,13 @@ def main():
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--loop-configs", type=int, default=4)
     parser.add_argument("--loop-steps", type=int, default=2_000)
+    parser.add_argument(
+        "--kernel",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="a row for the fused Pallas kernel (auto: on a GPU only; on a CPU it runs "
+        "in interpret mode, for checking, not speed)",
+    )
     args = parser.parse_args()
     jax.config.update("jax_enable_x64", args.dtype == "float64")
 
@@ -70,15 +77,26 @@ def main():
     schedules = jm.SwitchOff(alpha=alphas, t_off=t_offs)
     lr_arr = jnp.asarray(lr, dtype)
 
-    @eqx.filter_jit
-    def sweep(schedules):
-        run = lambda s: (
-            jm.train(
-                problem, pair, s, w0, lr=lr_arr, steps=steps, save_every=steps
-            ).x_final
-        )
-        return jax.vmap(run)(schedules)
+    def make_sweep(backend):
+        @eqx.filter_jit
+        def sweep(schedules):
+            run = lambda s: (
+                jm.train(
+                    problem,
+                    pair,
+                    s,
+                    w0,
+                    lr=lr_arr,
+                    steps=steps,
+                    save_every=steps,
+                    backend=backend,
+                ).x_final
+            )
+            return jax.vmap(run)(schedules)
 
+        return sweep
+
+    sweep = make_sweep("xla")
     start = time.perf_counter()
     ours = jax.block_until_ready(sweep(schedules))
     compile_and_run = time.perf_counter() - start
@@ -92,6 +110,26 @@ def main():
             f"compile {compile_and_run - ours_s:.1f} s",
         ]
     ]
+    kernel = args.kernel == "on" or (
+        args.kernel == "auto" and jax.default_backend() == "gpu"
+    )
+    if kernel:  # the fused Pallas kernel, same iterates (see tests/test_kernels.py)
+        fused = make_sweep("pallas")
+        start = time.perf_counter()
+        fused_x = jax.block_until_ready(fused(schedules))
+        first = time.perf_counter() - start
+        fused_s = min_time(lambda: fused(schedules), repeat=3)
+        gap = float(jnp.max(jnp.abs(fused_x - ours)))
+        rows.append(
+            [
+                "jaxmirror vmap(train) Pallas kernel"
+                + (" (interpret mode)" if jax.default_backend() == "cpu" else ""),
+                f"{fused_s:.2f}",
+                f"{K * steps / fused_s:.3g}",
+                f"{fused_s / ours_s:.2f}",
+                f"compile {first - fused_s:.1f} s; max |x - scan| {gap:.1e}",
+            ]
+        )
 
     # (a) Python loop of jitted Optax updates, one configuration at a time.
     def loop_config(alpha, t_off, n_steps):

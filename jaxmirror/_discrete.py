@@ -16,6 +16,7 @@ import optax
 from jaxtyping import Array, Float, Int, PyTree
 
 from ._inputs import check_inputs
+from ._kernels import choose_backend, gd_steps
 from ._status import Status
 from ._validation import as_float_array, is_concrete
 
@@ -60,7 +61,9 @@ def make_optimizer(optimizer, lr, schedule, momentum: float = 0.9):
     `"momentum"`, `"adam"` and user transformations; decoupled for `"adamw"`
     (Loshchilov & Hutter): $w \leftarrow w - \eta(\text{adam}(g) + \alpha_t w)$.
     """
-    decay = optax.add_decayed_weights(schedule.as_optax(lr))
+    schedule_at = schedule.as_optax(lr)
+    dtype = jnp.result_type(lr)  # a float32 run stays float32 with a float64 schedule
+    decay = optax.add_decayed_weights(lambda count: schedule_at(count).astype(dtype))
     if isinstance(optimizer, optax.GradientTransformation):
         return optax.chain(decay, optimizer)
     if optimizer == "sgd":
@@ -123,6 +126,7 @@ def train(
     lr,
     steps: int,
     save_every: int | None = None,
+    backend: str = "auto",
 ) -> TrainResult:
     r"""Train the parameters with an Optax optimizer and the schedule's weight decay.
 
@@ -144,6 +148,11 @@ def train(
     - `lr`: the learning rate $\eta > 0$ (an array under `vmap`).
     - `steps`: the number of steps (a Python int > 0).
     - `save_every`: save every this many steps (default: about 100 saves).
+    - `backend`: `"xla"` (a `lax.scan` of Optax steps), `"pallas"` (a fused Pallas
+      kernel per stretch between saves, see `jaxmirror._kernels`: SGD, one
+      `LeastSquares` problem, `Hadamard`, `DiffSquares` or `Square`; interpret mode on
+      a CPU), or
+      `"auto"` (default: the kernel on a GPU where it applies, else XLA).
 
     **Returns:** a `TrainResult` (`.xs`, `.ws`, `.loss`, `.status`, ...).
     """
@@ -169,14 +178,16 @@ def train(
         _check_learning_rate(optimizer, lr)
     problem, w0 = check_inputs(problem, pair, schedule, w0)
     _check_weight_decay(pair, w0)
+    kernel = choose_backend(backend, problem, pair, optimizer) == "pallas"
     return _train(
-        problem, pair, schedule, w0, lr, int(steps), int(save_every), optimizer
+        problem, pair, schedule, w0, lr, int(steps), int(save_every), optimizer, kernel
     )
 
 
 @eqx.filter_jit
-def _train(problem, pair, schedule, w0, lr, steps, save_every, optimizer):
+def _train(problem, pair, schedule, w0, lr, steps, save_every, optimizer, kernel):
     tx = make_optimizer(optimizer, lr, schedule)
+    decay = schedule.as_optax(lr)  # the weight decay of step k, as Optax applies it
 
     def gradient(w):
         x, pullback = jax.vjp(pair.g, w)
@@ -203,7 +214,14 @@ def _train(problem, pair, schedule, w0, lr, steps, save_every, optimizer):
         return (w, opt_state, bad_step), None
 
     def chunk(carry, start, length):
-        carry, _ = jax.lax.scan(step, carry, start + jnp.arange(length))
+        counts = start + jnp.arange(length)
+        if kernel:  # the same steps, fused into one Pallas kernel
+            w, opt_state, bad_step = carry
+            with jax.numpy_dtype_promotion("standard"):
+                alphas = jax.vmap(decay)(counts).astype(lr.dtype)
+            w, bad_step = gd_steps(problem, pair, w, alphas, lr, start, bad_step)
+            return w, opt_state, bad_step
+        carry, _ = jax.lax.scan(step, carry, counts)
         return carry
 
     carry = (w0, tx.init(w0), jnp.array(-1))

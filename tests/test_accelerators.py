@@ -89,6 +89,7 @@ def test_device_script_at_its_smoke_size(tmp_path):
     for name in ("environment", "tests", "sweep_benchmark", "discrete_benchmark"):
         assert (tmp_path / f"{name}.txt").stat().st_size > 0, name
     assert "jaxmirror sweep" in (tmp_path / "sweep_benchmark.txt").read_text()
+    assert "Pallas kernel" in (tmp_path / "discrete_benchmark.txt").read_text()
     assert (tmp_path / "reproduce" / "range.md").exists()
 
 
