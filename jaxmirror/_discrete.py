@@ -15,6 +15,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float, Int, PyTree
 
+from ._gd_step import fit_gradient, keep_finite
 from ._inputs import check_inputs
 from ._kernels import choose_backend, gd_steps
 from ._status import Status
@@ -189,28 +190,15 @@ def _train(problem, pair, schedule, w0, lr, steps, save_every, optimizer, kernel
     tx = make_optimizer(optimizer, lr, schedule)
     decay = schedule.as_optax(lr)  # the weight decay of step k, as Optax applies it
 
-    def gradient(w):
-        x, pullback = jax.vjp(pair.g, w)
-        (grad,) = pullback(problem.grad(x))
-        return grad
-
     def step(carry, k):
         w, opt_state, bad_step = carry
         # Optax mixes int step counts with floats: not clean under strict promotion.
         with jax.numpy_dtype_promotion("standard"):
-            updates, new_state = tx.update(gradient(w), opt_state, w)
+            updates, new_state = tx.update(fit_gradient(problem, pair, w), opt_state, w)
         new_w = optax.apply_updates(w, updates)
-        # Diverged once w, or the model point x = g(w), is no longer finite. One sum
-        # per leaf is enough (NaN and inf propagate through it) and fuses with the update.
-        leaves = jax.tree_util.tree_leaves((new_w, pair.g(new_w)))
-        finite = jnp.isfinite(sum(jnp.sum(leaf) for leaf in leaves))
-        keep = finite & (bad_step < 0)
-        w, opt_state = jax.tree_util.tree_map(
-            lambda new, old: jnp.where(keep, new, old),
-            (new_w, new_state),
-            (w, opt_state),
+        (w, opt_state), bad_step = keep_finite(
+            pair, new_w, (new_w, new_state), (w, opt_state), bad_step, k
         )
-        bad_step = jnp.where(~finite & (bad_step < 0), k, bad_step)
         return (w, opt_state, bad_step), None
 
     def chunk(carry, start, length):

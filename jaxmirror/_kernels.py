@@ -16,9 +16,11 @@ speed-up). On a GPU it would lower through Triton: this has not been run on one 
 and its speed is unmeasured.
 """
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from ._gd_step import fit_gradient, keep_finite
 from ._pairs import AbstractMirrorDescentPair
 from ._problems import LeastSquares
 
@@ -68,31 +70,21 @@ def gd_steps(problem, pair, w, alphas, lr, start, bad_step):
     dtype = leaves[0].dtype
 
     def kernel(Z_ref, y_ref, alphas_ref, scalars_ref, bad_ref, *refs):
-        Z, y = Z_ref[...], y_ref[...]
+        # The problem with its arrays read from the kernel's resident inputs.
+        resident = eqx.tree_at(lambda p: (p.Z, p.y), problem, (Z_ref[...], y_ref[...]))
         lr_ = scalars_ref[0]
         first = bad_ref[0]
         step0 = bad_ref[1]
 
-        def gradient(params):
-            x, pullback = jax.vjp(pair.g, params)
-            (grad,) = pullback(Z.T @ (Z @ x - y))
-            return grad
-
         def body(i, carry):
             params, bad = carry
             alpha = alphas_ref[i]
-            grad = gradient(params)
+            grad = fit_gradient(resident, pair, params)
             new = jax.tree_util.tree_map(
                 lambda p, g: p + (-lr_) * (g + alpha * p), params, grad
             )
-            leaves_ = jax.tree_util.tree_leaves((new, pair.g(new)))
-            finite = jnp.isfinite(sum(jnp.sum(leaf) for leaf in leaves_))
-            keep = finite & (bad < 0)
-            params = jax.tree_util.tree_map(
-                lambda n_, o_: jnp.where(keep, n_, o_), new, params
-            )
-            bad = jnp.where(~finite & (bad < 0), step0 + jnp.asarray(i, bad.dtype), bad)
-            return params, bad
+            step = step0 + jnp.asarray(i, bad.dtype)
+            return keep_finite(pair, new, new, params, bad, step)
 
         params = jax.tree_util.tree_unflatten(
             treedef, [ref[...] for ref in refs[:count]]

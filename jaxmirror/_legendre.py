@@ -40,9 +40,11 @@ class AbstractLegendre(eqx.Module):
         r"""The clock $\kappa(a) > 0$ of the mirror flow (default 1)."""
         return jnp.ones_like(jnp.asarray(a))
 
-    @abc.abstractmethod
     def value(self, x: Point, a: ArrayLike) -> Scalar:
-        r"""$R_a(x)$."""
+        r"""$R_a(x) = \langle\theta, x\rangle - R_a^*(\theta)$ at $\theta = \nabla R_a(x)$
+        (Fenchel-Young with equality); override where a direct form is cheaper."""
+        theta = self.grad(x, a)
+        return jnp.sum(theta * x) - self.conjugate(theta, a)
 
     @abc.abstractmethod
     def grad(self, x: Point, a: ArrayLike) -> Point:
@@ -306,10 +308,6 @@ class PowerEntropy(AbstractLegendre):
         terms = jnp.exp(self._shifts(a)[0]) * (P**power + Q**power) / (2 * self.depth)
         return jnp.where(inside, jnp.sum(terms), jnp.inf)
 
-    def value(self, x, a):
-        theta = self.grad(x, a)
-        return jnp.sum(theta * x) - self.conjugate(theta, a)
-
 
 class LogisticEntropy(AbstractLegendre):
     r"""The Legendre function of the logarithmic pair $x = \log u - \log v$.
@@ -360,7 +358,3 @@ class LogisticEntropy(AbstractLegendre):
             jax.scipy.special.xlogy(t, t) + jax.scipy.special.xlogy(c - t, c - t)
         )
         return jnp.where(inside, jnp.sum(terms), jnp.inf)
-
-    def value(self, x, a):
-        theta = self.grad(x, a)
-        return jnp.sum(theta * x) - self.conjugate(theta, a)

@@ -5,6 +5,7 @@ from typing import ClassVar
 import equinox as eqx
 import jax
 
+from .._gd_step import fit_gradient
 from .._pairs import AbstractPair
 from .._schedules import AbstractSchedule
 from ._base import AbstractFormulation
@@ -37,8 +38,7 @@ class ParameterFormulation(AbstractFormulation):
         return w0, _ParameterArgs(pair, schedule)
 
     def field(self, t, w, problem, args):
-        x, pullback = jax.vjp(args.pair.g, w)
-        (grad_fit,) = pullback(problem.grad(x))
+        grad_fit = fit_gradient(problem, args.pair, w)
         grad_reg = jax.grad(args.pair.h)(w)
         alpha = args.schedule(t)  # cast per leaf: a float32 flow stays float32
         return jax.tree_util.tree_map(
