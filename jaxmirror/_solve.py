@@ -66,15 +66,25 @@ class SolverOptions(eqx.Module):
     adjoint: dfx.AbstractAdjoint
     controller: dfx.AbstractAdaptiveStepSizeController | None
 
-    def stepsize_controller(self, y0, jump_ts) -> dfx.AbstractStepSizeController:
-        """The controller for a state like `y0`, clipped to the schedule's jump times."""
+    def stepsize_controller(
+        self, y0, jump_ts, norm=None
+    ) -> dfx.AbstractStepSizeController:
+        """The controller for a state like `y0`, clipped to the schedule's jump times
+        (in the state's dtype); `norm` replaces the default controller's error norm."""
         controller = self.controller
         if controller is None:
-            controller = default_controller(self.rtol, self.atol, y0)
+            controller = default_controller(self.rtol, self.atol, y0, norm=norm)
         if jump_ts is None:
             return controller
-        dtype = jnp.result_type(*jax.tree_util.tree_leaves(y0))
-        return dfx.ClipStepSizeController(controller, jump_ts=jump_ts.astype(dtype))
+        jump_ts = jump_ts.astype(state_dtype(y0))
+        return dfx.ClipStepSizeController(controller, jump_ts=jump_ts)
+
+
+def state_dtype(y0):
+    """The floating dtype of a state. Times are given this dtype too: diffrax promotes
+    the state to the dtype of the times, so float64 times would silently run a
+    float32 flow in float64."""
+    return jnp.result_type(*jax.tree_util.tree_leaves(y0))
 
 
 def solver_options(
@@ -320,9 +330,7 @@ def integrate(
         # BacksolveAdjoint) refuse vector fields that close over traced arrays.
         return formulation.field(t, y, *problem_and_args)
 
-    # Times in the state's precision: diffrax promotes the state to the dtype of the
-    # times, so float64 times would silently run a float32 flow in float64.
-    dtype = jnp.result_type(*jax.tree_util.tree_leaves(y0))
+    dtype = state_dtype(y0)  # times in the state's precision
     t1 = jnp.asarray(t1).astype(dtype)
     if saveat.ts is not None:
         saveat = dfx.SubSaveAt(

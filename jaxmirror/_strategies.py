@@ -29,7 +29,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ._formulations import AbstractFormulation
 from ._formulations._legendre_args import legendre_args
 from ._implicit_bias import _implicit_bias, default_tol
-from ._solve import default_controller, final_convergence, integrate, SolverOptions
+from ._solve import final_convergence, integrate, SolverOptions, state_dtype
 from ._status import Status
 from ._validation import validated
 
@@ -97,17 +97,9 @@ def _solve_batched(
         problem, pair, schedules, w0
     )
     field = eqx.filter_vmap(formulation.field, in_axes=(None, each, p_axis, each))
-    controller = options.controller
-    if controller is None:
-        controller = default_controller(
-            options.rtol, options.atol, y0, norm=_max_rms_norm
-        )
-    # Times in the state's precision (diffrax promotes the state to the times' dtype).
-    dtype = jnp.result_type(*jax.tree_util.tree_leaves(y0))
+    controller = options.stepsize_controller(y0, jump_ts, norm=_max_rms_norm)
+    dtype = state_dtype(y0)  # times in the state's precision
     t1 = jnp.asarray(t1).astype(dtype)
-    if jump_ts is not None:
-        jump_ts = jump_ts.astype(dtype)
-        controller = dfx.ClipStepSizeController(controller, jump_ts=jump_ts)
     sol = dfx.diffeqsolve(
         dfx.ODETerm(lambda t, y, a: field(t, y, a[0], a[1])),
         options.solver,
