@@ -241,7 +241,10 @@ class SweepStore:
             array.attrs.update(variable_attributes(name))
             if along_config:  # CF: the non-dimension coordinates of the variable
                 array.attrs["coordinates"] = along_config
-        for name, values in coords.items():
+        indexes = {name: (values, ("config",)) for name, values in coords.items()}
+        if "coord" in first.sizes:  # the point's axis, for multi-dimensional variables
+            indexes["coord"] = (np.arange(first.sizes["coord"]), ("coord",))
+        for name, (values, dims) in indexes.items():
             values = np.asarray(values)
             array = root.create_array(
                 name,
@@ -249,24 +252,11 @@ class SweepStore:
                 chunks=values.shape,
                 dtype=values.dtype,
                 fill_value=_fill_value(values.dtype),
-                dimension_names=("config",) if values.ndim else (),
+                dimension_names=dims if values.ndim else (),
                 overwrite=True,
             )
             array[...] = values
             array.attrs.update(variable_attributes(name))
-        n = first.sizes.get("coord")
-        if n is not None:
-            index = root.create_array(
-                "coord",
-                shape=(n,),
-                chunks=(n,),
-                dtype="int64",
-                fill_value=0,
-                dimension_names=("coord",),
-                overwrite=True,
-            )
-            index[...] = np.arange(n)
-            index.attrs.update(variable_attributes("coord"))
         # The fingerprint last: a store without it is an unfinished creation.
         root.attrs.update({**attrs, _FINGERPRINT: json.dumps(self.fields)})
         self._consolidate()
