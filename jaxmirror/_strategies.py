@@ -264,9 +264,14 @@ def _solve_and_predict(solver, problem_c, pair, schedules_c, w0_c, sub, n):
     if results is None:
         results = _solve_vmap(*common, solver.t1, solver.options, sub)
     xs, status, steps, final = results
+    # The convergence check and the predictions run on one device: their LAPACK solves
+    # inside while loops deadlock XLA:CPU when a program is sharded over devices.
+    one_problem, one_final, one_status = _on_one_device((problem_c, final, status))
     converged, distance = _convergence(
         solver.formulation,
-        *_on_one_device((problem_c, final, status)),
+        one_problem,
+        one_final,
+        one_status,
         solver.t1,
         solver.options,
         sub,
@@ -274,11 +279,7 @@ def _solve_and_predict(solver, problem_c, pair, schedules_c, w0_c, sub, n):
     solved = Solved(xs, status, converged, distance, steps)
     part = {name: _gather(value, n) for name, value in solved._asdict().items()}
     if solver.predict:
-        # On one device, as the convergence check: its LAPACK solves inside
-        # while loops deadlock XLA:CPU when the program is sharded over devices.
-        one_problem, one_schedules, one_w0 = _on_one_device(
-            (problem_c, schedules_c, w0_c)
-        )
+        one_schedules, one_w0 = _on_one_device((schedules_c, w0_c))
         predicted, bias_status = _predict(
             one_problem, pair, one_schedules, one_w0, default_tol(), solver.regime, sub
         )
