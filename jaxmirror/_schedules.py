@@ -108,15 +108,23 @@ def _piecewise_edges(boundaries):
     return lo, hi
 
 
+def _time_per_piece(t, edges):
+    """t with a trailing axis, broadcast to the batch of the schedule's pieces."""
+    batch = jnp.broadcast_shapes(t.shape, edges.shape[:-1])
+    return jnp.broadcast_to(t, batch)[..., None]
+
+
 def _piecewise_value(boundaries, values, t):
     lo, hi = _piecewise_edges(boundaries)
-    inside = (lo <= t[..., None]) & (t[..., None] < hi)
+    t = _time_per_piece(t, lo)
+    inside = (lo <= t) & (t < hi)
     return jnp.sum(jnp.where(inside, values, 0.0), axis=-1)
 
 
 def _piecewise_integral(boundaries, values, t):
     lo, hi = _piecewise_edges(boundaries)
-    return jnp.sum(values * jnp.clip(t[..., None] - lo, 0.0, hi - lo), axis=-1)
+    t = _time_per_piece(t, lo)
+    return jnp.sum(values * jnp.clip(t - lo, 0.0, hi - lo), axis=-1)
 
 
 class Constant(AbstractSchedule):

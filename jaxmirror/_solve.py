@@ -365,6 +365,8 @@ def _solution(formulation, problem, sol, args, saveat, field, options, convergen
     ts, ys, t_last, y_last = _requested_and_last(sol, saveat.t1)
     field_finite = all_finite(field(t_last, y_last, (problem, args)))
     xs = jax.vmap(formulation.point, in_axes=(0, 0, None, None))(ts, ys, problem, args)
+    # Unreached times hold inf in x too (the readout of an inf state may be NaN).
+    xs = jnp.where(jnp.isinf(ts)[:, None], jnp.inf, xs)
     status = status_code(sol.result, xs, field_finite)
     converged, distance = jnp.zeros((), bool), jnp.full((), jnp.nan, xs.dtype)
     if convergence:

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from . import _flow_kernel as flow_kernel
 from ._formulations import AbstractFormulation
 from ._formulations._legendre_args import legendre_args
 from ._implicit_bias import _implicit_bias, default_tol
@@ -64,6 +65,7 @@ class ChunkSolver:
     options: SolverOptions
     predict: bool
     regime: bool | None  # see `prediction_regime`
+    backend: str = "xla"  # or "pallas": the fused flow kernel
 
 
 class Solved(typing.NamedTuple):
@@ -254,7 +256,9 @@ def run_chunk(solver: ChunkSolver, inputs, batch: Batch, index, padded: int, mes
 def _solve_and_predict(solver, problem_c, pair, schedules_c, w0_c, sub, n):
     common = (solver.formulation, problem_c, pair, schedules_c, w0_c)
     results = None
-    if solver.strategy == "batched":
+    if solver.backend == "pallas":
+        results = flow_kernel.solve_chunk(*common, solver.t1, solver.options, sub)
+    elif solver.strategy == "batched":
         jumps = schedules_c.jump_ts()
         jump_ts = None if jumps is None else jnp.asarray(np.unique(np.asarray(jumps)))
         xs, status, steps, ok, final = _solve_batched(

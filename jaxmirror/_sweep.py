@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._compile_time import CompileTimer
+from ._flow_kernel import choose_sweep_backend
 from ._formulations import as_formulation, prefers_shared_step
 from ._implicit_bias import prediction_regime
 from ._inputs import check_count, check_pair, check_point_of, check_schedule, check_t1
@@ -132,7 +133,19 @@ def _plan(problem, pair, schedules, w0, t1, batch, settings) -> _Plan:
     strategy = settings["strategy"]
     if strategy not in STRATEGIES:
         raise ValueError(f"`strategy` must be one of {STRATEGIES}, got {strategy!r}.")
-    if strategy == "auto":
+    formulation, backend = choose_sweep_backend(
+        settings["backend"],
+        settings["formulation"],
+        formulation,
+        strategy,
+        one_problem,
+        pair,
+        settings["options"],
+        batch.problem,
+    )
+    if backend == "pallas":
+        strategy = "kernel"
+    elif strategy == "auto":
         on_cpu = jax.default_backend() == "cpu"
         shared = on_cpu and prefers_shared_step(formulation)
         strategy = "batched" if shared else "vmap"
@@ -157,7 +170,7 @@ def _plan(problem, pair, schedules, w0, t1, batch, settings) -> _Plan:
     # configurations are grouped: they keep fixed units, reproducible run to run.
     adaptive = chunk_size is None and strategy == "vmap"
     solver = ChunkSolver(
-        formulation, strategy, t1, settings["options"], predict, regime
+        formulation, strategy, t1, settings["options"], predict, regime, backend
     )
     return _Plan(solver, unit, adaptive, note)
 
@@ -282,6 +295,7 @@ def _attributes(problem, pair, schedules, batch, plan) -> dict:
         t1=float(solver.t1),
         formulation=solver.formulation.name,
         strategy=solver.strategy,
+        backend=solver.backend,
         rtol=options.rtol,
         atol=options.atol,
         max_steps=options.max_steps,
@@ -306,6 +320,7 @@ def _fingerprint(inputs, truth, labels, plan, options) -> dict[str, str]:
         dict(
             formulation=solver.formulation.name,
             strategy=solver.strategy,
+            backend=solver.backend,
             solver=options.solver,
             rtol=options.rtol,
             atol=options.atol,
@@ -354,6 +369,7 @@ def sweep(
     attrs=None,
     formulation="auto",
     strategy="auto",
+    backend="auto",
     chunk_size=None,
     out=None,
     resume=False,
@@ -387,6 +403,15 @@ def sweep(
       they resolve the differences a sweep compares at about half the steps.
     - `strategy`: `"vmap"`, `"batched"` or `"auto"` (the batched strategy for the
       parameter formulation on a CPU, else vmap, as measured by `benchmarks/sweep.py`).
+    - `backend`: `"xla"` (the XLA path above), `"pallas"` (the fused flow kernel of
+      `_flow_kernel.py`: one launch integrates a block of configurations, each with
+      its own adaptive step; the row-space formulation of one shared `LeastSquares`
+      problem, closed-form pairs, Tsit5 or Dopri5, the default controller; on a CPU in
+      Pallas interpret mode) or `"auto"` (default: the kernel on a GPU where it can run
+      and the design fits on chip, with the formulation `"auto"` chose; else XLA).
+      With `"pallas"`, `formulation="auto"` means the row-space formulation, and a
+      sweep the kernel cannot run is refused with the reason. The results'
+      `backend` attribute records which ran.
     - `chunk_size`: configurations per chunk and per block of the store (rounded up to a
       multiple of the device count); default: adaptive (module docstring).
     - `out`: a directory that becomes a Zarr store, written chunk by chunk and locked
@@ -421,6 +446,7 @@ def sweep(
                 attrs=attrs,
                 formulation=formulation,
                 strategy=strategy,
+                backend=backend,
                 chunk_size=chunk_size,
                 resume=resume,
                 predict=predict,
@@ -451,7 +477,10 @@ def _sweep(store, problem, pair, schedules, w0, t1, kw):
     )
     settings = dict(options=options)
     settings.update(
-        {k: kw[k] for k in ("formulation", "strategy", "chunk_size", "predict")}
+        {
+            k: kw[k]
+            for k in ("formulation", "strategy", "backend", "chunk_size", "predict")
+        }
     )
     plan = _plan(problem, pair, schedules, w0, check_t1(t1), batch, settings)
     _check_initialisations(plan.solver, problem, pair, schedules, w0, batch)
