@@ -38,6 +38,7 @@ LIMIT_SCALE=1
 if [ "$SMOKE" = 1 ]; then
   LIMIT_SCALE=10
   TESTS=(tests/test_deep_pairs.py -k "depth_two or consistent")
+  KERNEL_TESTS=(tests/test_flow_kernel.py -k "had-switch-off")
   SWEEP=(benchmarks/sweep.py --preset smoke --t1 20)
   DISCRETE=(benchmarks/discrete_speed.py --configs 8 --steps 200 --loop-configs 1 --kernel on
     --loop-steps 20 --dtype float64)
@@ -49,6 +50,8 @@ else
   TESTS=(tests/test_solve.py tests/test_deep_pairs.py tests/test_implicit_bias.py
     tests/test_legendre.py tests/test_gradients.py tests/test_matrix.py
     tests/test_discrete.py tests/test_schedules.py)
+  # The kernels compiled for the GPU (Triton), against the XLA path.
+  KERNEL_TESTS=(tests/test_kernels.py tests/test_flow_kernel.py)
   SWEEP=(benchmarks/sweep.py --preset gpu)
   DISCRETE=(benchmarks/discrete_speed.py --configs 16384 --steps 20000)
   DEMO=(-m jaxmirror.demo --out "$OUT/demo.png")
@@ -61,14 +64,15 @@ import jax, jaxmirror
 print('jaxmirror', jaxmirror.__version__, '| jax', jax.__version__)
 print('devices', jax.devices())"
 nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1 || true
-stage tests 60 "$PYTHON" -m pytest -q -p no:benchmark -o addopts="" -x "${TESTS[@]}"
-stage sweep_benchmark 120 "$PYTHON" "${SWEEP[@]}"
+stage tests 45 "$PYTHON" -m pytest -q -p no:benchmark -o addopts="" -x "${TESTS[@]}"
+stage kernel_tests 45 "$PYTHON" -m pytest -q -p no:benchmark -o addopts="" "${KERNEL_TESTS[@]}"
+stage sweep_benchmark 110 "$PYTHON" "${SWEEP[@]}"
 stage discrete_benchmark 30 "$PYTHON" "${DISCRETE[@]}"
 # Twice, in fresh processes: the second one's compilations come from the cache.
-stage demo_first 45 "$PYTHON" "${DEMO[@]}"
-stage demo_second 45 "$PYTHON" "${DEMO[@]}"
+stage demo_first 40 "$PYTHON" "${DEMO[@]}"
+stage demo_second 40 "$PYTHON" "${DEMO[@]}"
 for name in "${REPRODUCE[@]}"; do
-  stage "reproduce_$name" 180 "$PYTHON" -m jaxmirror.cli reproduce "$name" --scale "$SCALE" \
+  stage "reproduce_$name" 150 "$PYTHON" -m jaxmirror.cli reproduce "$name" --scale "$SCALE" \
     --out "$OUT/reproduce"
 done
 echo "done: $OUT/summary.txt" | tee -a "$OUT/summary.txt"

@@ -14,9 +14,14 @@ atol 1e-9. For each size, in one run:
   configurations and extrapolated to K: said so in the table);
 - torchdiffeq `odeint` (dopri5, same tolerances) with all K configurations in one
   batched state, hand-written vector field (optional: the `bench` extra);
+- with `--kernel on` (default on a GPU): the fused Pallas flow kernel
+  (`backend="pallas"`, row-space formulation) beside the XLA rows;
 - the achieved GFLOP/s of the batched vector field (two GEMMs of 2*K*n*d flops per
   evaluation, 6 evaluations per Tsit5 step) against this machine's measured GEMM peak
-  (a 2048^3 matmul through JAX, same dtype).
+  (a 2048^3 matmul through JAX, same dtype), and the achieved fraction of the memory
+  bound: the bytes an unfused evaluation moves (the (K, n) point and the (K, d)
+  predictions, written and read once each) against a measured copy bandwidth. The
+  kernel keeps those on chip: its memory fraction is not comparable and not shown.
 
     python benchmarks/sweep.py                     # CPU table: (40,100) and (200,1000), K=1024
     python benchmarks/sweep.py --preset gpu        # K up to 65,536 (under 8 minutes on a GPU)
@@ -84,6 +89,17 @@ def gemm_peak(dtype):
     return 2 * 2048**3 / min_time(lambda: f(a), repeat=3) / 1e9
 
 
+def copy_bandwidth(dtype):
+    """GB/s of `x * 2` on a 128 MiB array (read once, written once) through JAX."""
+    import jax.numpy as jnp
+    from _common import min_time
+
+    x = jnp.ones((128 * 2**20 // jnp.dtype(dtype).itemsize,), dtype)
+    f = jax.jit(lambda x: x * 2)
+    f(x).block_until_ready()
+    return 2 * x.nbytes / min_time(lambda: f(x), repeat=3) / 1e9
+
+
 def torch_batched(Z, y, alphas, t_offs, t1, rtol, atol, dtype):
     import torch
     from torchdiffeq import odeint
@@ -122,6 +138,12 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     parser.add_argument("--t1", type=float, default=200.0)
+    parser.add_argument(
+        "--kernel",
+        choices=["on", "off", "auto"],
+        default="auto",
+        help="add the fused Pallas flow kernel's rows (auto: on a GPU, or --preset smoke)",
+    )
     args = parser.parse_args()
     preset = PRESETS[args.preset]
     rtol, atol = 1e-6, 1e-9
@@ -136,7 +158,13 @@ def main():
         import jaxmirror as jm
 
         peak = gemm_peak(jnp.float64 if dtype == "float64" else jnp.float32)
+        bandwidth = copy_bandwidth(jnp.float64 if dtype == "float64" else jnp.float32)
         notes.append(f"GEMM peak ({dtype}, 2048^3 through JAX): {peak:.1f} GFLOP/s")
+        notes.append(f"copy bandwidth ({dtype}, 128 MiB x * 2): {bandwidth:.1f} GB/s")
+        kernel = args.kernel == "on" or (
+            args.kernel == "auto"
+            and (jax.default_backend() == "gpu" or args.preset == "smoke")
+        )
         for d, n in preset["sizes"]:
             problem, x_star = jm.datasets.sparse_regression(
                 n=n, d=d, sparsity=5, seed=0
@@ -163,15 +191,20 @@ def main():
                     ("batched", "rowspace"),
                     ("vmap", "dual"),
                 ]
-                for strategy, formulation in strategies[:2] if large else strategies:
+                chosen = strategies[:2] if large else strategies
+                if kernel:
+                    chosen = [("kernel", "rowspace"), *chosen]
+                for strategy, formulation in chosen:
+                    backend = "pallas" if strategy == "kernel" else "xla"
                     run = lambda: jm.sweep(
                         problem,
                         pair,
                         schedules,
                         w0,
                         args.t1,
-                        strategy=strategy,
+                        strategy="auto" if strategy == "kernel" else strategy,
                         formulation=formulation,
+                        backend=backend,
                         predict=False,
                         progress=False,
                         rtol=rtol,
@@ -190,6 +223,13 @@ def main():
                         steps.max() if strategy == "batched" else steps.mean()
                     )
                     gflops = 2 * 2 * K * n * d * evals / seconds / 1e9
+                    itemsize = jnp.dtype(jdtype).itemsize
+                    moved = 2 * K * (n + d) * itemsize * evals / seconds / 1e9
+                    memory = (
+                        "state on chip"
+                        if strategy == "kernel"
+                        else f"{100 * moved / bandwidth:.0f}% of copy bandwidth"
+                    )
                     results[(strategy, formulation)] = (seconds, ds.x_final.values)
                     ok = int((ds.status.values == 0).sum())
                     strategy_rows.append(
@@ -197,7 +237,9 @@ def main():
                             dtype,
                             f"({d}, {n})",
                             K,
-                            f"jaxmirror sweep ({strategy}, {formulation})",
+                            "jaxmirror sweep (Pallas kernel, rowspace)"
+                            if strategy == "kernel"
+                            else f"jaxmirror sweep ({strategy}, {formulation})",
                             f"{seconds:.2f}",
                             f"{K / seconds:.1f}",
                             seconds,
@@ -207,7 +249,7 @@ def main():
                                 else f"compile {first - seconds:.1f} s; "
                             )
                             + f"{gflops:.1f} GFLOP/s ({100 * gflops / peak:.0f}% "
-                            f"of peak); {ok}/{K} ok",
+                            f"of peak); {memory}; {ok}/{K} ok",
                         ]
                     )
                 fastest = min(r[6] for r in strategy_rows)

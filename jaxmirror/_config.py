@@ -14,7 +14,7 @@ schedule:
     t_off: [10.0, 100.0, 32]
 t1: 200.0
 solver: {formulation: auto, rtol: 1e-6, atol: 1e-9, max_steps: 100000}  # auto | rowspace | dual | mirror | parameter
-sweep: {strategy: auto, chunk_size: 256}   # chunk_size: omit for adaptive chunks
+sweep: {strategy: auto, chunk_size: 256, backend: auto}  # chunk_size: omit for adaptive chunks; backend: auto | xla | pallas
 precision: float64             # float64 | float32
 ```
 
@@ -49,7 +49,8 @@ PROBLEM_KEYS = {
     "npz": {"kind", "path"},
 }
 SOLVER_KEYS = {"formulation", "rtol", "atol", "max_steps"}
-SWEEP_KEYS = {"strategy", "chunk_size"}
+SWEEP_KEYS = {"strategy", "chunk_size", "backend"}
+BACKENDS = ("auto", "xla", "pallas")
 
 
 class ConfigError(ValueError):
@@ -295,6 +296,8 @@ def _build_options(raw) -> dict:
         options["strategy"] = _choice(
             sweep_cfg["strategy"], STRATEGIES, "sweep.strategy"
         )
+    if "backend" in sweep_cfg:
+        options["backend"] = _choice(sweep_cfg["backend"], BACKENDS, "sweep.backend")
     if "chunk_size" in sweep_cfg:
         options["chunk_size"] = _number(
             sweep_cfg["chunk_size"], "sweep.chunk_size", True, True

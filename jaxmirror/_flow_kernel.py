@@ -160,12 +160,44 @@ def _pad_coordinates(tree, n, size):
 
 
 @eqx.filter_jit
-def solve_chunk(formulation, problem, pair, schedules, w0, t1, options, batch):
+def solve_chunk(formulation, problem, pair, schedules, w0, t1, options, batch, mesh):
     """The flow kernel on one chunk: what `_strategies._solve_vmap` returns.
+
+    With several devices, each solves its shard of the configurations (`shard_map`:
+    a kernel launch is not partitioned by XLA, which would otherwise run it whole on
+    every device).
 
     **Returns:** `(x_final, status, num_steps, (mu_last, args))`, one row per
     configuration.
     """
+    if mesh.size == 1:
+        return _solve_local(
+            formulation, problem, pair, schedules, w0, t1, options, batch
+        )
+    from jax.sharding import PartitionSpec
+
+    dynamic, static = eqx.partition((problem, schedules, w0), eqx.is_array)
+    shard, whole = PartitionSpec("config"), PartitionSpec()
+    specs = (
+        jax.tree_util.tree_map(lambda _: whole, dynamic[0]),
+        jax.tree_util.tree_map(lambda _: shard, dynamic[1]),
+        jax.tree_util.tree_map(lambda _: shard if batch.w0 else whole, dynamic[2]),
+    )
+    local_batch = type(batch)(batch.size // mesh.size, batch.w0, batch.problem)
+
+    def local(dynamic):
+        problem, schedules, w0 = eqx.combine(dynamic, static)
+        return _solve_local(
+            formulation, problem, pair, schedules, w0, t1, options, local_batch
+        )
+
+    mapped = jax.shard_map(
+        local, mesh=mesh, in_specs=(specs,), out_specs=shard, check_vma=False
+    )
+    return mapped(dynamic)
+
+
+def _solve_local(formulation, problem, pair, schedules, w0, t1, options, batch):
     each = eqx.if_array(0)
     w_axis = batch.axis(batch.w0)
     mu0, args = eqx.filter_vmap(formulation.init, in_axes=(None, None, each, w_axis))(

@@ -249,15 +249,15 @@ def run_chunk(solver: ChunkSolver, inputs, batch: Batch, index, padded: int, mes
     schedules_c = take(schedules, True)
     with validated():  # `sweep` checked every input eagerly
         return _solve_and_predict(
-            solver, problem_c, pair, schedules_c, w0_c, sub, len(index)
+            solver, problem_c, pair, schedules_c, w0_c, sub, len(index), mesh
         )
 
 
-def _solve_and_predict(solver, problem_c, pair, schedules_c, w0_c, sub, n):
+def _solve_and_predict(solver, problem_c, pair, schedules_c, w0_c, sub, n, mesh):
     common = (solver.formulation, problem_c, pair, schedules_c, w0_c)
     results = None
     if solver.backend == "pallas":
-        results = flow_kernel.solve_chunk(*common, solver.t1, solver.options, sub)
+        results = flow_kernel.solve_chunk(*common, solver.t1, solver.options, sub, mesh)
     elif solver.strategy == "batched":
         jumps = schedules_c.jump_ts()
         jump_ts = None if jumps is None else jnp.asarray(np.unique(np.asarray(jumps)))

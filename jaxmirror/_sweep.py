@@ -516,7 +516,8 @@ def _solve_chunks(plan, inputs, batch, context, store, progress) -> list:
     report = _Progress(progress, batch.size, int(batch.size - pending.sum()))
     report.say(
         f"{batch.size} configurations ({report.done} already done), formulation "
-        f"{plan.solver.formulation.name}, strategy {plan.solver.strategy}"
+        f"{plan.solver.formulation.name}, strategy {plan.solver.strategy}, backend "
+        f"{plan.solver.backend}"
     )
     chunks = _Chunks(plan.unit, plan.adaptive, batch.size)
     mesh, parts = devices_mesh(), []

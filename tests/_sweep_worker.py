@@ -7,6 +7,7 @@ import os
 parser = argparse.ArgumentParser()
 parser.add_argument("--devices", type=int, default=1)
 parser.add_argument("--strategy", default="vmap")
+parser.add_argument("--backend", default="xla")
 parser.add_argument("--out", default=None)
 parser.add_argument("--save", required=True)
 parser.add_argument("--chunk-size", type=int, default=8)
@@ -53,6 +54,7 @@ ds = jm.sweep(
     50.0,
     truth=x_star,
     strategy=args.strategy,
+    backend=args.backend,
     chunk_size=args.chunk_size,
     out=args.out,
     progress=False,

@@ -124,6 +124,10 @@ INVALID = [
         "sweep.strategy: must be one of",
     ),
     (("chunk_size: 4", "chunk_size: 0"), "sweep.chunk_size: must be an integer > 0"),
+    (
+        ("chunk_size: 4", "chunk_size: 4, backend: cuda"),
+        "sweep.backend: must be one of",
+    ),
     (("t1: 2e3", "t1: 2e3\nprecision: float16"), "precision: must be one of"),
 ]
 
@@ -230,6 +234,23 @@ def test_npz_problem_sweeps_your_own_data(tmp_path):
     np.testing.assert_allclose(
         ds.recovery_error.values, np.linalg.norm(ds.x_final.values - truth, axis=1)
     )
+
+
+def test_config_picks_the_kernel_backend(tmp_path, capsys):
+    """`sweep: {backend: pallas}` runs the flow kernel (recorded in the results); a
+    sweep it cannot run is one line naming the reason."""
+    text = GOOD.replace("chunk_size: 4", "chunk_size: 4, backend: pallas")
+    out = tmp_path / "kernel"
+    assert cli.main(["sweep", str(_write(tmp_path, text)), "--out", str(out)]) == 0
+    ds = xr.open_zarr(out)
+    assert ds.attrs["backend"] == "pallas" and ds.attrs["formulation"] == "rowspace"
+    assert np.all(ds.status.values == 0)
+    capsys.readouterr()
+    bad = text.replace("rtol: 1e-8", "rtol: 1e-8, formulation: dual")
+    config = _write(tmp_path, bad, "bad.yaml")
+    assert cli.main(["sweep", str(config), "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "backend='pallas'" in err, err
 
 
 def test_version_and_help_for_every_option(capsys):

@@ -34,6 +34,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def test_flow_kernel_shards_configurations_over_devices(tmp_path):
+    """With two devices, each runs the flow kernel on its shard of a chunk
+    (`shard_map`); the results equal one device's XLA path."""
+    one = _run_worker(tmp_path, "xla", devices=1, backend="xla")
+    two = _run_worker(tmp_path, "kernel", devices=2, backend="pallas")
+    np.testing.assert_array_equal(two["status"], one["status"])
+    np.testing.assert_allclose(two["x_final"], one["x_final"], rtol=0, atol=1e-8)
+
+
 def test_two_processes_equal_one_and_only_process_zero_writes(tmp_path):
     """`jax.distributed.initialize` with two processes of two CPU devices each (gloo
     collectives) gives the numbers of one process with four devices; every process gets
