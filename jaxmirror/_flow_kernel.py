@@ -42,6 +42,8 @@ run on one, so neither its lowering (float64 `dot` included) nor its speed is
 verified. Forward only: gradients take the XLA path.
 """
 
+import math
+
 import diffrax as dfx
 import equinox as eqx
 import jax
@@ -49,16 +51,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._formulations import RowSpaceFormulation
+from ._kernels import BACKENDS, pad_axis, padded_side, pallas_target
 from ._pairs import AbstractClosedFormPair
 from ._problems import LeastSquares
 from ._solve import default_controller
 from ._status import Status
 
 
-BACKENDS = ("auto", "xla", "pallas")
 KERNEL_SOLVERS = (dfx.Tsit5, dfx.Dopri5)
 BLOCK = 16  # configurations per kernel instance
-_MIN_SIDE = 16  # Triton's dot needs every side of a block >= 16
 ON_CHIP_BYTES = 96 * 1024  # the design fits in one SM's shared memory (H100/H200)
 
 
@@ -92,6 +93,19 @@ def flow_kernel_unsupported(formulation, problem, pair, options, problem_batched
     return None
 
 
+def triton_shapes_reason(schedules) -> str | None:
+    """Why Triton cannot take these schedules' parameters, or None: it needs every
+    array in a kernel to have a power-of-two size (per configuration, here)."""
+    for leaf in jax.tree_util.tree_leaves(schedules):
+        size = math.prod(leaf.shape[1:]) if eqx.is_array(leaf) else 1
+        if size & (size - 1):
+            return (
+                "on a GPU (Triton) the kernel needs schedule parameters of "
+                f"power-of-two sizes per configuration, got shape {leaf.shape[1:]}"
+            )
+    return None
+
+
 def choose_sweep_backend(
     backend,
     formulation_setting,
@@ -99,6 +113,7 @@ def choose_sweep_backend(
     strategy,
     problem,
     pair,
+    schedules,
     options,
     problem_batched,
 ):
@@ -120,6 +135,8 @@ def choose_sweep_backend(
         reason = flow_kernel_unsupported(
             formulation, problem, pair, options, problem_batched
         )
+        if reason is None and "interpret" not in pallas_target():
+            reason = triton_shapes_reason(schedules)
         if reason is None and strategy == "batched":
             reason = (
                 "it solves each configuration with its own step, not strategy='batched'"
@@ -128,6 +145,7 @@ def choose_sweep_backend(
             raise ValueError(f"`backend='pallas'`: {reason}; use backend='xla'.")
         return formulation, "pallas"
     runs = flow_kernel_unsupported(formulation, problem, pair, options, problem_batched)
+    runs = runs or triton_shapes_reason(schedules)
     usable = runs is None and strategy != "batched" and fits_on_chip(problem)
     return formulation, "pallas" if usable and jax.default_backend() == "gpu" else "xla"
 
@@ -137,23 +155,13 @@ def fits_on_chip(problem) -> bool:
     return problem.Z.size * problem.Z.dtype.itemsize <= ON_CHIP_BYTES
 
 
-def _padded_side(size: int) -> int:
-    return max(_MIN_SIDE, 1 << (size - 1).bit_length())
-
-
-def _pad_axis(x, size, axis, mode):
-    width = [(0, 0)] * x.ndim
-    width[axis] = (0, size - x.shape[axis])
-    return jnp.pad(x, width, mode=mode)
-
-
 def _pad_coordinates(tree, n, size):
     """Pad the per-coordinate leaves (last axis n) by repeating the last coordinate:
     valid values, which the design's zero columns keep out of every real coordinate."""
 
     def pad(leaf):
         if eqx.is_array(leaf) and leaf.ndim >= 2 and leaf.shape[-1] == n:
-            return _pad_axis(leaf, size, -1, "edge")
+            return pad_axis(leaf, size, -1, "edge")
         return leaf
 
     return jax.tree_util.tree_map(pad, tree)
@@ -205,7 +213,7 @@ def _solve_local(formulation, problem, pair, schedules, w0, t1, options, batch):
     )
     dtype = mu0.dtype
     size, (d, n) = mu0.shape[0], problem.Z.shape
-    dp, np_ = _padded_side(d), _padded_side(n)
+    dp, np_ = padded_side(d), padded_side(n)
     blocks = -(-size // BLOCK)
     padded = blocks * BLOCK
 
@@ -219,12 +227,18 @@ def _solve_local(formulation, problem, pair, schedules, w0, t1, options, batch):
     if jump_ts is None:
         jump_ts = jnp.full((size, 1), jnp.inf, dtype)
     jump_ts = jnp.sort(jnp.asarray(jump_ts, dtype).reshape(size, -1), axis=1)
+    jumps = jump_ts.shape[1]  # padded with inf to a power of two (Triton)
+    jump_ts = jnp.pad(
+        jump_ts,
+        ((0, 0), (0, (1 << (jumps - 1).bit_length()) - jumps)),
+        constant_values=jnp.inf,
+    )
     kernel_args = eqx.tree_at(
         lambda a: (a.legendre, a.theta0),
         args,
         (
             _pad_coordinates(args.legendre, n, np_),
-            _pad_axis(args.theta0, np_, 1, "edge"),
+            pad_axis(args.theta0, np_, 1, "edge"),
         ),
     )
     kernel_args, jump_ts = jax.tree_util.tree_map(pad_configs, (kernel_args, jump_ts))
@@ -296,8 +310,8 @@ def _launch(formulation, problem, args, jump_ts, times, settings, blocks):
             settings,
         )
         x = point(t, mu, problem, block_args)
-        x_finite = jnp.all(jnp.isfinite(x), axis=1)
-        field_finite = jnp.all(jnp.isfinite(field(t, mu, problem, block_args)), axis=1)
+        x_finite = _all(jnp.isfinite(x), axis=1)
+        field_finite = _all(jnp.isfinite(field(t, mu, problem, block_args)), axis=1)
         failed = jnp.where(field_finite, Status.MAX_STEPS, Status.NONFINITE)
         done = jnp.where(x_finite, Status.SUCCESS, Status.NONFINITE)
         x_ref[...] = jnp.where(finished[:, None], x, jnp.inf)
@@ -333,9 +347,18 @@ def _launch(formulation, problem, args, jump_ts, times, settings, blocks):
         grid=(blocks,),
         in_specs=in_specs,
         out_specs=out_specs,
-        interpret=jax.default_backend() == "cpu",
+        **pallas_target(),
     )
     return call(times, jump_ts, *problem_leaves, *leaves)
+
+
+def _any(mask, axis=None):
+    """`jnp.any` as a max over integers (Triton's lowering has no boolean reductions)."""
+    return jnp.max(mask.astype(jnp.int32), axis=axis) > 0
+
+
+def _all(mask, axis=None):
+    return jnp.min(mask.astype(jnp.int32), axis=axis) > 0
 
 
 def _nextafter(t):
@@ -410,7 +433,7 @@ def integrate_block(field, y0, t1, t1_floor, jump_ts, settings):
         dt = tnext - t
         # First same as last, but not across a jump: the field may change there.
         fy = jax.lax.cond(
-            jnp.any(made_jump & go),
+            _any(made_jump & go),
             lambda: jnp.where(made_jump[:, None], field(t, y), fy),
             lambda: fy,
         )
@@ -424,7 +447,7 @@ def integrate_block(field, y0, t1, t1_floor, jump_ts, settings):
         error = jnp.where(jnp.isnan(error), jnp.inf, error)
 
         # PIDController.adapt_step_size
-        nan = jnp.any(jnp.isnan(y1), axis=1, keepdims=True)
+        nan = _any(jnp.isnan(y1), axis=1)[:, None]
         y_size = jnp.maximum(jnp.abs(y), jnp.abs(jnp.where(nan, y, y1)))
         scaled_error = norm(error / (atol + y_size * rtol))
         keep = scaled_error < 1
@@ -444,8 +467,8 @@ def integrate_block(field, y0, t1, t1_floor, jump_ts, settings):
 
         # ClipStepSizeController: step over a jump landed on, end before the next.
         after = _nextafter(next_t0)
-        jumped_before = jnp.any(after[:, None] == jump_ts, axis=1)
-        jumped_at = jnp.any(next_t0[:, None] == jump_ts, axis=1)
+        jumped_before = _any(after[:, None] == jump_ts, axis=1)
+        jumped_at = _any(next_t0[:, None] == jump_ts, axis=1)
         next_t0 = jnp.where(jumped_before, _nextafter(after), next_t0)
         next_t0 = jnp.where(jumped_at, after, next_t0)
         jumped = jumped_before | jumped_at
@@ -473,6 +496,6 @@ def integrate_block(field, y0, t1, t1_floor, jump_ts, settings):
             pick(steps + 1, steps),
         )
 
-    state = jax.lax.while_loop(lambda s: jnp.any(active(s)), step, state)
+    state = jax.lax.while_loop(lambda s: _any(active(s)), step, state)
     t, _, y, _, _, _, _, steps = state
     return t, y, steps, t >= t1

@@ -16,6 +16,8 @@ speed-up). On a GPU it would lower through Triton: this has not been run on one 
 and its speed is unmeasured.
 """
 
+import contextlib
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -26,6 +28,33 @@ from ._problems import LeastSquares
 
 
 BACKENDS = ("auto", "xla", "pallas")
+_TARGET = {"platform": None}  # None: where JAX runs; "gpu": lower for a GPU from here
+
+
+@contextlib.contextmanager
+def lowering_for_gpu():
+    """Within this context the kernels are built for a GPU (Triton) even on a CPU,
+    so that `jax.jit(f).trace(...).lower(lowering_platforms=("cuda",))` checks their
+    GPU lowering on a machine without one (the tests do)."""
+    _TARGET["platform"] = "gpu"
+    try:
+        yield
+    finally:
+        _TARGET["platform"] = None
+
+
+def pallas_target() -> dict:
+    """How `pallas_call` runs here: interpret mode on a CPU; on a GPU, Triton. (JAX's
+    default GPU lowering is now Mosaic GPU, which has no rules for these kernels'
+    loops over masked blocks.)"""
+    platform = _TARGET["platform"] or jax.default_backend()
+    if platform == "cpu":
+        return dict(interpret=True)
+    try:
+        from jax.experimental.pallas import triton as pltriton
+    except ImportError:  # older JAX: Triton was the only GPU lowering
+        return {}
+    return dict(compiler_params=pltriton.CompilerParams(num_warps=4, num_stages=1))
 
 
 def gd_kernel_unsupported(problem, pair, optimizer) -> str | None:
@@ -60,18 +89,55 @@ def choose_backend(backend, problem, pair, optimizer) -> str:
     return "xla"
 
 
+MIN_SIDE = 16  # Triton's dot needs every side of a block >= 16
+
+
+def padded_side(size: int) -> int:
+    """A kernel array's side: Triton needs powers of two (and dots, at least 16)."""
+    return max(MIN_SIDE, 1 << (size - 1).bit_length())
+
+
+def pad_axis(x, size, axis, mode="constant"):
+    """`x` padded at the end of `axis` to `size` (zeros, or `mode="edge"`)."""
+    width = [(0, 0)] * x.ndim
+    width[axis] = (0, size - x.shape[axis])
+    return jnp.pad(x, width, mode=mode)
+
+
+class _ResidentLeastSquares(eqx.Module):
+    r"""Least squares as the kernel computes it, from its resident arrays: the
+    products $Zx$ and $Z^\top r$ as broadcast multiplies and sums (Triton's `dot`
+    takes matrices with sides of at least 16, not vectors)."""
+
+    Z: jax.Array
+    y: jax.Array
+
+    def grad(self, x):
+        residual = jnp.sum(self.Z * x[None, :], axis=1) - self.y
+        return jnp.sum(self.Z * residual[:, None], axis=0)
+
+
 def gd_steps(problem, pair, w, alphas, lr, start, bad_step):
     r"""`len(alphas)` steps of gradient descent from `w` (steps `start`, ...), in one
-    kernel. **Returns:** the parameters and the first non-finite step (or -1)."""
+    kernel. **Returns:** the parameters and the first non-finite step (or -1).
+
+    Every array is padded with zeros to a power-of-two side (Triton's block shapes):
+    the design's zero rows and columns leave the real coordinates' steps unchanged,
+    and padded parameters stay finite (zero, or decaying).
+    """
     from jax.experimental import pallas as pl
 
     leaves, treedef = jax.tree_util.tree_flatten(w)
     count = len(leaves)
     dtype = leaves[0].dtype
+    (d, n), steps = problem.Z.shape, alphas.shape[0]
+    Z = pad_axis(pad_axis(problem.Z, padded_side(d), 0), padded_side(n), 1)
+    y = pad_axis(problem.y, padded_side(d), 0)
+    alphas = pad_axis(alphas, padded_side(steps), 0)
+    padded_leaves = [pad_axis(leaf, padded_side(n), 0) for leaf in leaves]
 
     def kernel(Z_ref, y_ref, alphas_ref, scalars_ref, bad_ref, *refs):
-        # The problem with its arrays read from the kernel's resident inputs.
-        resident = eqx.tree_at(lambda p: (p.Z, p.y), problem, (Z_ref[...], y_ref[...]))
+        resident = _ResidentLeastSquares(Z_ref[...], y_ref[...])
         lr_ = scalars_ref[0]
         first = bad_ref[0]
         step0 = bad_ref[1]
@@ -89,19 +155,20 @@ def gd_steps(problem, pair, w, alphas, lr, start, bad_step):
         params = jax.tree_util.tree_unflatten(
             treedef, [ref[...] for ref in refs[:count]]
         )
-        params, bad = jax.lax.fori_loop(0, alphas_ref.shape[0], body, (params, first))
+        params, bad = jax.lax.fori_loop(0, steps, body, (params, first))
         for ref, leaf in zip(refs[count:], jax.tree_util.tree_leaves(params)):
             ref[...] = leaf
         refs[-1][0] = bad
 
-    out_shape = [jax.ShapeDtypeStruct(leaf.shape, dtype) for leaf in leaves]
+    out_shape = [jax.ShapeDtypeStruct(leaf.shape, dtype) for leaf in padded_leaves]
     out_shape.append(jax.ShapeDtypeStruct((1,), jnp.int32))
-    interpret = jax.default_backend() == "cpu"
-    call = pl.pallas_call(kernel, out_shape=out_shape, interpret=interpret)
+    call = pl.pallas_call(kernel, out_shape=out_shape, **pallas_target())
     scalars = jnp.reshape(lr, (1,)).astype(dtype)
     counters = jnp.stack(
         [jnp.asarray(bad_step, jnp.int32), jnp.asarray(start, jnp.int32)]
     )
-    outputs = call(problem.Z, problem.y, alphas, scalars, counters, *leaves)
-    params = jax.tree_util.tree_unflatten(treedef, outputs[:count])
+    outputs = call(Z, y, alphas, scalars, counters, *padded_leaves)
+    params = jax.tree_util.tree_unflatten(
+        treedef, [leaf[:n] for leaf in outputs[:count]]
+    )
     return params, outputs[-1][0].astype(jnp.asarray(bad_step).dtype)

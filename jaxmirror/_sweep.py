@@ -140,6 +140,7 @@ def _plan(problem, pair, schedules, w0, t1, batch, settings) -> _Plan:
         strategy,
         one_problem,
         pair,
+        schedules,
         settings["options"],
         batch.problem,
     )

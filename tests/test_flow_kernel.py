@@ -177,3 +177,15 @@ def test_backend_is_part_of_a_stores_fingerprint(tmp_path):
     jm.sweep(problem, pair, schedules, w0, 10.0, backend="pallas", **kw)
     with pytest.raises(ValueError, match="backend"):
         jm.sweep(problem, pair, schedules, w0, 10.0, backend="xla", resume=True, **kw)
+
+
+def test_triton_needs_power_of_two_schedule_parameters():
+    """On a GPU the kernel's arrays must have power-of-two sizes: schedules whose
+    per-configuration parameters do not are named (and "auto" falls back to XLA)."""
+    from jaxmirror._flow_kernel import triton_shapes_reason
+
+    three = jm.PiecewiseConstant(jnp.ones((16, 2)).cumsum(1), jnp.ones((16, 3)))
+    two = jm.PiecewiseConstant(jnp.ones((16, 1)), jnp.ones((16, 2)))
+    assert "power-of-two" in triton_shapes_reason(three)
+    assert triton_shapes_reason(two) is None
+    assert triton_shapes_reason(_schedules("exponential", jnp.float64)) is None

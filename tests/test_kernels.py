@@ -103,3 +103,39 @@ def test_kernel_refuses_what_it_cannot_run_and_auto_falls_back(change, match):
     np.testing.assert_array_equal(auto.xs, xla.xs)
     with pytest.raises(ValueError, match="`backend` must be one of"):
         jm.train(problem, pair, jm.Constant(0.1), w0, backend="cuda", **kw)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_kernels_lower_to_triton_for_a_gpu(dtype):
+    """Both kernels, built for a GPU from this CPU, lower to Triton's IR (a Triton
+    custom call in the CUDA program), in float32 and float64. This checks JAX's
+    Pallas-to-Triton lowering of every operation they use; compiling that IR for a
+    GPU (PTX) needs one."""
+    from jaxmirror import _discrete, _flow_kernel, _kernels, _strategies
+    from jaxmirror._formulations import RowSpaceFormulation
+    from jaxmirror._solve import solver_options
+    from jaxmirror._validation import validated
+
+    problem, x0 = _instance(dtype)
+    pair = jm.Hadamard()
+    w0 = pair.init(x0, jnp.asarray(0.8, dtype))
+    schedule = jm.SwitchOff(jnp.asarray(0.1, dtype), jnp.asarray(2.0, dtype))
+    schedules = jm.SwitchOff(
+        jnp.linspace(0.0, 0.2, 16).astype(dtype), jnp.linspace(1, 5, 16).astype(dtype)
+    )
+    options = solver_options(rtol=1e-6, atol=1e-9)
+    batch = _strategies.Batch(16, False, False)
+
+    def flow(schedules, w0):
+        return _flow_kernel._solve_local(
+            RowSpaceFormulation(), problem, pair, schedules, w0, 10.0, options, batch
+        )
+
+    def train(w0):
+        lr = jnp.asarray(0.01, dtype)
+        return _discrete._train(problem, pair, schedule, w0, lr, 100, 50, "sgd", True)
+
+    with _kernels.lowering_for_gpu(), validated():
+        for f, args in ((flow, (schedules, w0)), (train, (w0,))):
+            lowered = jax.jit(f).trace(*args).lower(lowering_platforms=("cuda",))
+            assert "xla.gpu.triton" in lowered.as_text()

@@ -42,7 +42,9 @@ class RowSpaceFormulation(AbstractFormulation):
     def field(self, t, mu, problem, args):
         x = self.point(t, mu, problem, args)
         clock = args.clock(t)
-        return -clock * problem.prediction_grad(problem.predict(x))
+        # -(clock * g), not -clock * g: a clock that is the constant 1 would make
+        # `neg` of a literal, which the Pallas Triton lowering (flow kernel) rejects.
+        return -(clock * problem.prediction_grad(problem.predict(x)))
 
     def point(self, t, mu, problem, args):
         theta = args.theta0 + mu @ problem.design()
