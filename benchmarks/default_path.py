@@ -4,7 +4,8 @@ loop, in fresh processes (so that the second run shows the compilation cache).
 Sparse recovery at (d, n) = (40, 100), Hadamard, SwitchOff grid of K configurations,
 T = 200, float64. Each run is a fresh Python process that does what a user does:
 `import jaxmirror as jm` (with `--all-cores`, also `jm.use_all_cores()`: one JAX
-device per core), then one `jm.sweep` with default options (rtol 1e-8, atol 1e-10). The scipy RK45 loop runs at the same tolerances on a subset of the
+device per core), then one `jm.sweep` with default options (its default tolerances,
+predictions on). The scipy RK45 loop runs at the same tolerances on a subset of the
 configurations and is extrapolated.
 
     python benchmarks/default_path.py            # K = 512, two fresh processes
@@ -12,6 +13,7 @@ configurations and is extrapolated.
 """
 
 import argparse
+import inspect
 import json
 import os
 import subprocess
@@ -41,7 +43,7 @@ imported = time.perf_counter() - start
 with CompileTimer() as compiling:
     begin = time.perf_counter()
     ds = jm.sweep(problem, pair, schedules, pair.init(np.zeros(100)), 200.0,
-                  progress=False, predict=False)
+                  progress=False)
     seconds = time.perf_counter() - begin
 np.save(OUT, ds.x_final.values)
 print(json.dumps(dict(seconds=seconds, compiling=compiling.seconds,
@@ -84,6 +86,8 @@ def main():
     jax.config.update("jax_enable_x64", True)
     import jaxmirror as jm
 
+    defaults = inspect.signature(jm.sweep).parameters
+    rtol, atol = defaults["rtol"].default, defaults["atol"].default
     problem, _ = jm.datasets.sparse_regression(n=100, d=40, sparsity=5, seed=0)
     side = int(np.ceil(np.sqrt(args.configs)))
     grid = jm.grid(alpha=np.linspace(0, 0.1, side), t_off=np.linspace(10, 100, side))
@@ -94,8 +98,8 @@ def main():
         grid["t_off"][: args.configs],
         args.scipy_configs,
         200.0,
-        1e-8,
-        1e-10,
+        rtol,
+        atol,
     )
     scipy_seconds = per_config * args.configs
     diff = np.max(np.abs(runs[1]["x"][: args.scipy_configs] - finals))
@@ -103,7 +107,8 @@ def main():
     print(f"Machine: {machine()}")
     print(
         f"(d, n) = (40, 100), K = {args.configs}, T = 200, float64, default options "
-        f"(rtol 1e-8, atol 1e-10); each jaxmirror row is a fresh process\n"
+        f"(rtol {rtol}, atol {atol}, predictions on); scipy at the same tolerances; "
+        "each jaxmirror row is a fresh process\n"
     )
     rows = []
     for i, run in enumerate(runs):

@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._formulations import RowSpaceFormulation
-from ._kernels import BACKENDS, pad_axis, padded_side, pallas_target
+from ._kernels import BACKENDS, fits_on_chip, pad_axis, padded_side, pallas_target
 from ._pairs import AbstractClosedFormPair
 from ._problems import LeastSquares
 from ._solve import default_controller
@@ -60,7 +60,6 @@ from ._status import Status
 
 KERNEL_SOLVERS = (dfx.Tsit5, dfx.Dopri5)
 BLOCK = 16  # configurations per kernel instance
-ON_CHIP_BYTES = 96 * 1024  # the design fits in one SM's shared memory (H100/H200)
 
 
 def flow_kernel_unsupported(formulation, problem, pair, options, problem_batched):
@@ -148,11 +147,6 @@ def choose_sweep_backend(
     runs = runs or triton_shapes_reason(schedules)
     usable = runs is None and strategy != "batched" and fits_on_chip(problem)
     return formulation, "pallas" if usable and jax.default_backend() == "gpu" else "xla"
-
-
-def fits_on_chip(problem) -> bool:
-    """Whether the design matrix fits in on-chip memory (where `"auto"` picks the kernel)."""
-    return problem.Z.size * problem.Z.dtype.itemsize <= ON_CHIP_BYTES
 
 
 def _pad_coordinates(tree, n, size):

@@ -28,6 +28,8 @@ from ._problems import LeastSquares
 
 
 BACKENDS = ("auto", "xla", "pallas")
+# A design matrix this size fits in one SM's shared memory (H100, H200).
+ON_CHIP_BYTES = 96 * 1024
 _TARGET = {"platform": None}  # None: where JAX runs; "gpu": lower for a GPU from here
 
 
@@ -85,8 +87,13 @@ def choose_backend(backend, problem, pair, optimizer) -> str:
             raise ValueError(f"`backend='pallas'`: {reason}; use backend='xla'.")
         return "pallas"
     if backend == "auto" and reason is None and jax.default_backend() == "gpu":
-        return "pallas"
+        return "pallas" if fits_on_chip(problem) else "xla"
     return "xla"
+
+
+def fits_on_chip(problem) -> bool:
+    """Whether the design matrix fits in on-chip memory (where `"auto"` picks a kernel)."""
+    return problem.Z.size * problem.Z.dtype.itemsize <= ON_CHIP_BYTES
 
 
 MIN_SIDE = 16  # Triton's dot needs every side of a block >= 16
