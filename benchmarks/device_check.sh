@@ -53,7 +53,7 @@ else
   # The kernels compiled for the GPU (Triton), against the XLA path.
   KERNEL_TESTS=(tests/test_kernels.py tests/test_flow_kernel.py)
   SWEEP=(benchmarks/sweep.py --preset gpu)
-  DISCRETE=(benchmarks/discrete_speed.py --configs 16384 --steps 20000)
+  DISCRETE=(benchmarks/discrete_speed.py --configs 65536 --steps 20000)
   DEMO=(-m jaxmirror.demo --out "$OUT/demo.png")
   SCALE=full
   REPRODUCE=(all)
@@ -67,12 +67,12 @@ nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1 || true
 stage tests 45 "$PYTHON" -m pytest -q -p no:benchmark -o addopts="" -x "${TESTS[@]}"
 stage kernel_tests 45 "$PYTHON" -m pytest -q -p no:benchmark -o addopts="" "${KERNEL_TESTS[@]}"
 stage sweep_benchmark 110 "$PYTHON" "${SWEEP[@]}"
-stage discrete_benchmark 30 "$PYTHON" "${DISCRETE[@]}"
+stage discrete_benchmark 45 "$PYTHON" "${DISCRETE[@]}"
 # Twice, in fresh processes: the second one's compilations come from the cache.
 stage demo_first 40 "$PYTHON" "${DEMO[@]}"
 stage demo_second 40 "$PYTHON" "${DEMO[@]}"
 for name in "${REPRODUCE[@]}"; do
-  stage "reproduce_$name" 150 "$PYTHON" -m jaxmirror.cli reproduce "$name" --scale "$SCALE" \
+  stage "reproduce_$name" 135 "$PYTHON" -m jaxmirror.cli reproduce "$name" --scale "$SCALE" \
     --out "$OUT/reproduce"
 done
 echo "done: $OUT/summary.txt" | tee -a "$OUT/summary.txt"
