@@ -13,6 +13,7 @@ Run with `python -m jaxmirror.demo` (or `jaxmirror demo`).
 import argparse
 import time
 
+import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -40,7 +41,8 @@ def run(alpha: float = 0.1, t_off: float = 50.0, t1: float = 30000.0, seed: int 
             w0,
             t1=t1,
             saveat=ts,
-            formulation=jm.MirrorFormulation(),
+            formulation=jm.RowSpaceFormulation(),
+            solver=diffrax.Kvaerno5(),
         )
         predicted = jm.implicit_bias(problem, pair, schedule, w0)
         trajectories[name] = np.asarray(sol.xs)
@@ -65,7 +67,16 @@ def run(alpha: float = 0.1, t_off: float = 50.0, t1: float = 30000.0, seed: int 
     ]
     a_sim = np.array([0.0, -1.0, -2.0, -3.0, -4.0, -5.0])
     sims = jm.SwitchOff(alpha=-a_sim / t_off, t_off=np.full_like(a_sim, t_off))
-    finals = jm.sweep(problem, pair, sims, w0, t1, predict=False, progress=False)
+    finals = jm.sweep(
+        problem,
+        pair,
+        sims,
+        w0,
+        t1,
+        solver=diffrax.Kvaerno5(),
+        predict=False,
+        progress=False,
+    )
     finals = finals.x_final.values
     min_l2 = np.linalg.pinv(np.asarray(problem.Z)) @ np.asarray(problem.y)
     return dict(
