@@ -8,6 +8,8 @@ order as $\eta \to 0$. AdamW's decoupled decay is another geometry: jaxmirror ru
 empirical comparison and claims no theory for it.
 """
 
+import warnings
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -17,7 +19,7 @@ from jaxtyping import Array, Float, Int, PyTree
 
 from ._gd_step import fit_gradient, keep_finite
 from ._inputs import check_inputs
-from ._kernels import choose_backend, gd_steps
+from ._kernels import choose_backend, compile_failure, gd_steps
 from ._status import Status
 from ._validation import as_float_array, is_concrete
 
@@ -180,6 +182,18 @@ def train(
     problem, w0 = check_inputs(problem, pair, schedule, w0)
     _check_weight_decay(pair, w0)
     kernel = choose_backend(backend, problem, pair, optimizer) == "pallas"
+    if kernel and backend == "auto":  # never run here before: compile it first
+        one = jnp.asarray(1.0, lr.dtype)
+        failure = compile_failure(
+            _train, problem, pair, schedule, w0, one, 1, 1, optimizer, True
+        )
+        if failure is not None:
+            warnings.warn(
+                f"jm.train: the gradient-descent kernel did not compile here "
+                f"({failure}); running the XLA path (backend='xla') instead.",
+                stacklevel=2,
+            )
+            kernel = False
     return _train(
         problem, pair, schedule, w0, lr, int(steps), int(save_every), optimizer, kernel
     )

@@ -51,7 +51,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._formulations import RowSpaceFormulation
-from ._kernels import BACKENDS, fits_on_chip, pad_axis, padded_side, pallas_target
+from ._kernels import (
+    BACKENDS,
+    compile_failure,
+    fits_on_chip,
+    pad_axis,
+    padded_side,
+    pallas_target,
+    platform,
+)
 from ._pairs import AbstractClosedFormPair
 from ._problems import LeastSquares
 from ._solve import default_controller
@@ -146,7 +154,7 @@ def choose_sweep_backend(
     runs = flow_kernel_unsupported(formulation, problem, pair, options, problem_batched)
     runs = runs or triton_shapes_reason(schedules)
     usable = runs is None and strategy != "batched" and fits_on_chip(problem)
-    return formulation, "pallas" if usable and jax.default_backend() == "gpu" else "xla"
+    return formulation, "pallas" if usable and platform() == "gpu" else "xla"
 
 
 def _pad_coordinates(tree, n, size):
@@ -195,6 +203,34 @@ def solve_chunk(formulation, problem, pair, schedules, w0, t1, options, batch, m
 
     mapped = _shard_map(local, mesh, (specs,), shard)
     return mapped(dynamic)
+
+
+def probe(formulation, problem, pair, schedules, w0, w0_batched, options):
+    """Why the kernel does not compile here for a block of these configurations, or
+    None (see `_kernels.compile_failure`)."""
+    from jax.sharding import Mesh
+
+    from ._strategies import Batch
+
+    count = min(BLOCK, jax.tree_util.tree_leaves(schedules)[0].shape[0])
+
+    def first(tree):
+        return jax.tree_util.tree_map(
+            lambda x: x[:count] if eqx.is_array(x) else x, tree
+        )
+
+    return compile_failure(
+        solve_chunk,
+        formulation,
+        problem,
+        pair,
+        first(schedules),
+        first(w0) if w0_batched else w0,
+        1.0,
+        options,
+        Batch(count, w0_batched, False),
+        Mesh(np.array(jax.devices()[:1]), ("config",)),
+    )
 
 
 def _shard_map(f, mesh, in_specs, out_specs):

@@ -45,12 +45,32 @@ def lowering_for_gpu():
         _TARGET["platform"] = None
 
 
+def platform() -> str:
+    """The platform the kernels are built for: JAX's, unless `lowering_for_gpu`."""
+    return _TARGET["platform"] or jax.default_backend()
+
+
+def compile_failure(fn, *args) -> str | None:
+    """Why `fn` (an `eqx.filter_jit` function) does not lower and compile for `args`
+    here, or None. `"auto"` runs this before it trusts a kernel: on a platform where
+    a kernel has never been run, a failing compilation falls back to XLA with a
+    warning instead of failing the user's call."""
+    from ._validation import validated
+
+    try:
+        with validated():
+            fn.lower(*args).compile()
+    except Exception as error:  # noqa: BLE001 - any failure means: do not use it
+        first = (str(error).strip().splitlines() or [""])[0][:300]
+        return f"{type(error).__name__}: {first}"
+    return None
+
+
 def pallas_target() -> dict:
     """How `pallas_call` runs here: interpret mode on a CPU; on a GPU, Triton. (JAX's
     default GPU lowering is now Mosaic GPU, which has no rules for these kernels'
     loops over masked blocks.)"""
-    platform = _TARGET["platform"] or jax.default_backend()
-    if platform == "cpu":
+    if platform() == "cpu":
         return dict(interpret=True)
     try:
         from jax.experimental.pallas import triton as pltriton
@@ -86,7 +106,7 @@ def choose_backend(backend, problem, pair, optimizer) -> str:
         if reason is not None:
             raise ValueError(f"`backend='pallas'`: {reason}; use backend='xla'.")
         return "pallas"
-    if backend == "auto" and reason is None and jax.default_backend() == "gpu":
+    if backend == "auto" and reason is None and platform() == "gpu":
         return "pallas" if fits_on_chip(problem) else "xla"
     return "xla"
 

@@ -20,6 +20,7 @@ loses at most one chunk of work, and progress appears after the first.
 import dataclasses
 import sys
 import time
+import warnings
 
 import equinox as eqx
 import jax
@@ -27,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._compile_time import CompileTimer
-from ._flow_kernel import choose_sweep_backend
+from ._flow_kernel import choose_sweep_backend, probe as flow_kernel_probe
 from ._formulations import as_formulation, prefers_shared_step
 from ._implicit_bias import prediction_regime
 from ._inputs import check_count, check_pair, check_point_of, check_schedule, check_t1
@@ -144,6 +145,17 @@ def _plan(problem, pair, schedules, w0, t1, batch, settings) -> _Plan:
         settings["options"],
         batch.problem,
     )
+    if backend == "pallas" and settings["backend"] == "auto":
+        failure = flow_kernel_probe(
+            formulation, one_problem, pair, schedules, w0, batch.w0, settings["options"]
+        )
+        if failure is not None:
+            warnings.warn(
+                f"jm.sweep: the flow kernel did not compile here ({failure}); "
+                "running the XLA path (backend='xla') instead.",
+                stacklevel=3,
+            )
+            backend = "xla"
     if backend == "pallas":
         strategy = "kernel"
     elif strategy == "auto":
