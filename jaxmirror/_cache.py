@@ -12,10 +12,18 @@ turns that on when it is imported, in a cache directory of its own:
 This is the one global JAX setting jaxmirror makes. It changes no result: a cached
 program is the program that would be compiled. Every program is stored, the small
 eager ones too (together they take seconds to compile, milliseconds to load).
+
+**Not before jaxlib 0.6.1.** jaxlib 0.5.3 and 0.6.0 load some cached CPU programs
+wrongly: a `jm.solve` loaded from the cache returned after 0 steps with `MAX_STEPS`
+(the same solve compiled afresh: 3,657 steps, success). 0.6.1, 0.6.2, 0.7.2, 0.9.2
+and 0.10.2 load it right (checked by hand, 2026-11-30). On older jaxlib jaxmirror
+leaves the cache off, and warns if one is configured.
 """
 
 import os
 import pathlib
+import re
+import warnings
 
 import jax
 
@@ -24,6 +32,23 @@ import jax
 # checks, coordinates) that compile in 0.01-0.06 s each, seconds in all, and load from
 # disk in about a millisecond.
 MIN_COMPILE_SECONDS = 0.0
+FIRST_SAFE_JAXLIB = (0, 6, 1)  # see the module docstring
+
+
+def cache_is_safe(version: str | None = None) -> bool:
+    """Whether this jaxlib (or `version`) loads cached programs correctly."""
+    if version is None:
+        import jaxlib
+
+        version = jaxlib.__version__
+    numbers = tuple(int(n) for n in re.findall(r"\d+", version)[:3])
+    return numbers >= FIRST_SAFE_JAXLIB
+
+
+_UNSAFE = (
+    "jaxlib < 0.6.1 loads some cached programs wrongly (a solve took 0 steps); "
+    "upgrade JAX for the persistent compilation cache."
+)
 
 
 def default_cache_dir() -> pathlib.Path | None:
@@ -39,17 +64,29 @@ def default_cache_dir() -> pathlib.Path | None:
     return pathlib.Path(base) / "jaxmirror" / "xla"
 
 
+def configured_cache_dir() -> str | None:
+    """JAX's own `jax_compilation_cache_dir`, if one is configured."""
+    return jax.config.jax_compilation_cache_dir
+
+
 def enable_compilation_cache(path=None) -> pathlib.Path | None:
     """Keep compiled programs in `path` (default: `default_cache_dir()`) across processes.
 
     Does nothing when a JAX compilation cache is already configured, or when the
     directory is turned off. **Returns:** the cache directory in use, or None.
     """
-    current = jax.config.jax_compilation_cache_dir
+    current = configured_cache_dir()
+    safe = cache_is_safe()
     if current:
+        if not safe:
+            warnings.warn(_UNSAFE + " Consider turning JAX's compilation cache off.")
         return pathlib.Path(current)
     path = default_cache_dir() if path is None else pathlib.Path(path)
     if path is None:
+        return None
+    if not safe:
+        if os.environ.get("JAXMIRROR_CACHE_DIR"):
+            warnings.warn(_UNSAFE + " jaxmirror leaves the cache off.")
         return None
     try:
         path.mkdir(parents=True, exist_ok=True)

@@ -28,9 +28,12 @@ pair = jm.Hadamard()
 schedules = jm.SwitchOff(np.linspace(0.0, 0.1, 6), np.linspace(1.0, 5.0, 6))
 ds = jm.sweep(problem, pair, schedules, pair.init(jnp.zeros(12), 1.0), 20.0,
               progress=False)
+sol = jm.solve(problem, pair, jm.SwitchOff(0.05, 3.0), pair.init(jnp.zeros(12), 1.0),
+               20.0)
 print(json.dumps({"hits": events["/jax/compilation_cache/cache_hits"],
                   "misses": events["/jax/compilation_cache/cache_misses"],
-                  "x": np.asarray(ds.x_final).tolist()}))
+                  "x": np.asarray(ds.x_final).tolist(),
+                  "solve": [int(sol.num_steps), int(sol.status)]}))
 """
 
 
@@ -56,6 +59,9 @@ def test_a_second_process_compiles_nothing(tmp_path):
     assert second["misses"] == 0
     assert second["hits"] >= first["misses"]
     np.testing.assert_array_equal(second["x"], first["x"])
+    # A solve loaded from the cache takes the steps it took when compiled (jaxlib
+    # 0.5.3 and 0.6.0 loaded it wrongly: 0 steps).
+    assert second["solve"] == first["solve"] and first["solve"][1] == 0
 
 
 def test_cache_directory_can_be_chosen_or_turned_off(tmp_path, monkeypatch):
@@ -67,6 +73,17 @@ def test_cache_directory_can_be_chosen_or_turned_off(tmp_path, monkeypatch):
     monkeypatch.delenv("JAXMIRROR_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert _cache.default_cache_dir() == tmp_path / "xdg" / "jaxmirror" / "xla"
+
+
+def test_cache_stays_off_where_jaxlib_loads_programs_wrongly(tmp_path, monkeypatch):
+    assert not _cache.cache_is_safe("0.5.3") and not _cache.cache_is_safe("0.6.0")
+    assert _cache.cache_is_safe("0.6.1") and _cache.cache_is_safe("0.10.2")
+    monkeypatch.setattr(_cache, "cache_is_safe", lambda version=None: False)
+    monkeypatch.setattr(_cache, "configured_cache_dir", lambda: None)
+    monkeypatch.setenv("JAXMIRROR_CACHE_DIR", str(tmp_path / "wanted"))
+    with pytest.warns(UserWarning, match="jaxlib < 0.6.1"):
+        assert _cache.enable_compilation_cache() is None
+    assert not (tmp_path / "wanted").exists()
 
 
 def test_small_sweeps_of_any_size_share_one_compiled_program():
