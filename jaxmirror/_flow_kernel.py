@@ -352,8 +352,10 @@ def _launch(formulation, problem, args, jump_ts, times, settings, blocks):
         x = point(t, mu, problem, block_args)
         x_finite = _all(jnp.isfinite(x), axis=1)
         field_finite = _all(jnp.isfinite(field(t, mu, problem, block_args)), axis=1)
-        failed = jnp.where(field_finite, Status.MAX_STEPS, Status.NONFINITE)
-        done = jnp.where(x_finite, Status.SUCCESS, Status.NONFINITE)
+        # Codes by arithmetic on traced flags: `jnp.where` of two Python ints would
+        # make constants, which a kernel may not capture (JAX < 0.6).
+        failed = _code(~field_finite, Status.MAX_STEPS, Status.NONFINITE)
+        done = _code(~x_finite, Status.SUCCESS, Status.NONFINITE)
         x_ref[...] = jnp.where(finished[:, None], x, jnp.inf)
         mu_ref[...] = mu
         steps_ref[...] = steps
@@ -390,6 +392,11 @@ def _launch(formulation, problem, args, jump_ts, times, settings, blocks):
         **pallas_target(),
     )
     return call(times, jump_ts, *problem_leaves, *leaves)
+
+
+def _code(flag, when_false: int, when_true: int):
+    """`when_true` where `flag`, else `when_false`, as int32."""
+    return int(when_false) + (int(when_true) - int(when_false)) * flag.astype(jnp.int32)
 
 
 def _any(mask, axis=None):

@@ -76,7 +76,9 @@ def pallas_target() -> dict:
         from jax.experimental.pallas import triton as pltriton
     except ImportError:  # older JAX: Triton was the only GPU lowering
         return {}
-    return dict(compiler_params=pltriton.CompilerParams(num_warps=4, num_stages=1))
+    # `CompilerParams` since JAX 0.6; `TritonCompilerParams` before.
+    params = getattr(pltriton, "CompilerParams", None) or pltriton.TritonCompilerParams
+    return dict(compiler_params=params(num_warps=4, num_stages=1))
 
 
 def gd_kernel_unsupported(problem, pair, optimizer) -> str | None:

@@ -107,3 +107,24 @@ def test_small_sweeps_of_any_size_share_one_compiled_program():
         assert ds.sizes["config"] == K
         sizes.append(compiled._cache_size())
     assert sizes[1] == sizes[0] and sizes[2] == sizes[0]
+
+
+def test_compile_timer_counts_compiling_inside_its_block_only():
+    """Nested timers both see a compilation inside them; a call that compiles nothing
+    adds nothing; a timer that has exited stops counting."""
+    import jax
+
+    from jaxmirror._compile_time import CompileTimer
+
+    f = jax.jit(lambda x: jnp.sin(x) * 3.0 + 1.0)
+    with CompileTimer() as outer:
+        with CompileTimer() as inner:
+            f(jnp.ones(7)).block_until_ready()
+        assert inner.seconds > 0
+    assert outer.seconds >= inner.seconds > 0
+    before = inner.seconds
+    with CompileTimer() as again:
+        f(jnp.ones(7)).block_until_ready()  # cached in this process
+    assert again.seconds == 0
+    jax.jit(lambda x: x - 2.0)(jnp.ones(3)).block_until_ready()
+    assert inner.seconds == before
