@@ -51,6 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._formulations import RowSpaceFormulation
+from ._gd_step import is_finite
 from ._kernels import (
     BACKENDS,
     compile_failure,
@@ -350,8 +351,8 @@ def _launch(formulation, problem, args, jump_ts, times, settings, blocks):
             settings,
         )
         x = point(t, mu, problem, block_args)
-        x_finite = _all(jnp.isfinite(x), axis=1)
-        field_finite = _all(jnp.isfinite(field(t, mu, problem, block_args)), axis=1)
+        x_finite = _all(is_finite(x), axis=1)
+        field_finite = _all(is_finite(field(t, mu, problem, block_args)), axis=1)
         # Codes by arithmetic on traced flags: `jnp.where` of two Python ints would
         # make constants, which a kernel may not capture (JAX < 0.6).
         failed = _code(~field_finite, Status.MAX_STEPS, Status.NONFINITE)
@@ -481,8 +482,11 @@ def integrate_block(field, y0, t1, t1_floor, jump_ts, settings):
         # First same as last, but not across a jump: the field may change there.
         fy = jax.lax.cond(
             _any(made_jump & go),
-            lambda: jnp.where(made_jump[:, None], field(t, y), fy),
-            lambda: fy,
+            lambda t, y, fy: jnp.where(made_jump[:, None], field(t, y), fy),
+            lambda t, y, fy: fy,
+            t,
+            y,
+            fy,
         )
         ks = [fy]
         for i in range(len(c)):

