@@ -37,9 +37,10 @@ the design, which leave every real coordinate unchanged; the error norm averages
 the d real coordinates only.
 
 **Where it runs.** On a CPU, in Pallas interpret mode (for tests: it computes the
-same thing, with no speed-up). On a GPU it would lower through Triton; it has not been
-run on one, so neither its lowering (float64 `dot` included) nor its speed is
-verified. Forward only: gradients take the XLA path.
+same thing, with no speed-up). On a GPU it lowers through Triton: the tests check
+that lowering from a CPU, in float32 and float64; it has never run on a GPU, so its
+compilation there and its speed are unverified (`backend="auto"` compiles it first
+and falls back to XLA with a warning). Forward only: gradients take the XLA path.
 """
 
 import math

@@ -12,8 +12,12 @@ non-finite update freezing the parameters and recording its step.
 Supported: `optimizer="sgd"`, a `jm.LeastSquares` problem (one, not a batch), and the
 diagonal pairs with exact discrete steps (`AbstractMirrorDescentPair`: `Hadamard`,
 `DiffSquares`, `Square`). On a CPU the kernel runs in Pallas interpret mode (for tests; no
-speed-up). On a GPU it would lower through Triton: this has not been run on one yet,
-and its speed is unmeasured.
+speed-up). On a GPU it lowers through Triton (checked from a CPU by the tests, with
+`lowering_for_gpu`); it has never run on one, and its speed is unmeasured.
+
+This module also holds what both kernels share: the backend choice, the Pallas target
+(interpret mode or Triton), the power-of-two padding Triton needs, and the compile
+probe `"auto"` runs before it trusts a kernel. The flow kernel is `_flow_kernel.py`.
 """
 
 import contextlib
