@@ -22,6 +22,7 @@ import sys
 import time
 import warnings
 
+import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -34,6 +35,7 @@ from ._implicit_bias import prediction_regime
 from ._inputs import check_count, check_pair, check_point_of, check_schedule, check_t1
 from ._problems import as_problem, LeastSquares, Logistic
 from ._solve import solver_options
+from ._status import Status
 from ._store import fingerprint, SweepStore, variable_attributes
 from ._strategies import Batch, ChunkSolver, devices_mesh, run_chunk
 from ._validation import as_float_array, is_concrete
@@ -533,7 +535,7 @@ def _solve_chunks(plan, inputs, batch, context, store, progress) -> list:
         f"{plan.solver.backend}"
     )
     chunks = _Chunks(plan.unit, plan.adaptive, batch.size)
-    mesh, parts = devices_mesh(), []
+    mesh, parts, out_of_steps = devices_mesh(), [], 0
     for index, padded in chunks.ranges(pending):
         start = time.perf_counter()
         with CompileTimer() as compiling:
@@ -549,6 +551,15 @@ def _solve_chunks(plan, inputs, batch, context, store, progress) -> list:
         running = time.perf_counter() - start - compiling.seconds
         chunks.measured(running)
         report.chunk(len(index), running, compiling.seconds)
+        out_of_steps += int(np.sum(part["status"] == Status.MAX_STEPS))
+    if out_of_steps and not isinstance(
+        plan.solver.options.solver, dfx.AbstractImplicitSolver
+    ):
+        report.say(
+            f"{out_of_steps} configurations ran out of steps (status MAX_STEPS). Near "
+            "its limit the flow is stiff for an explicit solver; for long horizons "
+            "pass solver=diffrax.Kvaerno5() (or raise max_steps)."
+        )
     return parts
 
 

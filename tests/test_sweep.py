@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 
+import diffrax as dfx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -208,6 +209,20 @@ def test_failing_configuration_is_recorded(strategy):
     assert status[1] == jm.Status.MAX_STEPS
     assert status[0] == status[2] == jm.Status.SUCCESS
     assert np.all(np.isfinite(ds.x_final.values[[0, 2]]))
+
+
+def test_running_out_of_steps_suggests_implicit_steps(capsys):
+    """The progress report names the configurations that ran out of steps and the
+    remedy; with it (implicit steps) the stiff configuration succeeds."""
+    problem, pair, _, _ = _instance()
+    w0 = jax.vmap(lambda s: pair.init(jnp.zeros(30), scale=s))(jnp.array([1.0, 1e3]))
+    schedules = jm.SwitchOff(alpha=np.full(2, 0.05), t_off=np.full(2, 5.0))
+    kw = dict(max_steps=2000, predict=False)
+    jm.sweep(problem, pair, schedules, w0, 40.0, **kw)
+    assert "1 configurations ran out of steps" in capsys.readouterr().err
+    ds = jm.sweep(problem, pair, schedules, w0, 40.0, solver=dfx.Kvaerno5(), **kw)
+    assert np.all(ds.status.values == jm.Status.SUCCESS)
+    assert "ran out of steps" not in capsys.readouterr().err
 
 
 def test_sharded_equals_single_device(tmp_path):
