@@ -261,7 +261,10 @@ def solve(
     - `formulation`: see above.
     - `saveat`: `None` (only `t1`), an array of times in `[0, t1]`, or a
       `diffrax.SaveAt` that saves at given times.
-    - `solver`: a diffrax adaptive solver (default `diffrax.Tsit5()`).
+    - `solver`: a diffrax adaptive solver (default `diffrax.Tsit5()`). Near its limit
+      the flow is stiff for an explicit solver, whose step count then grows with
+      `t1`: for horizons long after the fit, `diffrax.Kvaerno5()` (implicit) takes
+      far fewer steps (406 against 58,824 to t1 = 30,000 in the demo).
     - `rtol`, `atol`: tolerances of the step-size controller, finite and $> 0$.
     - `max_steps`: the step budget, an int $\ge 1$; running out gives
       `Status.MAX_STEPS`.
