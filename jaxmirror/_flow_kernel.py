@@ -58,9 +58,11 @@ from ._kernels import (
     compile_failure,
     fits_on_chip,
     pad_axis,
+    pad_design,
     padded_side,
     pallas_target,
     platform,
+    power_of_two,
 )
 from ._pairs import AbstractClosedFormPair
 from ._problems import LeastSquares
@@ -248,6 +250,8 @@ def _shard_map(f, mesh, in_specs, out_specs):
 
 
 def _solve_local(formulation, problem, pair, schedules, w0, t1, options, batch):
+    from ._strategies import _pad as pad_configurations  # (imports this module)
+
     each = eqx.if_array(0)
     w_axis = batch.axis(batch.w0)
     mu0, args = eqx.filter_vmap(formulation.init, in_axes=(None, None, each, w_axis))(
@@ -255,15 +259,8 @@ def _solve_local(formulation, problem, pair, schedules, w0, t1, options, batch):
     )
     dtype = mu0.dtype
     size, (d, n) = mu0.shape[0], problem.Z.shape
-    dp, np_ = padded_side(d), padded_side(n)
+    np_ = padded_side(n)
     blocks = -(-size // BLOCK)
-    padded = blocks * BLOCK
-
-    def pad_configs(leaf):  # repeat the last configuration up to a whole block
-        if not eqx.is_array(leaf) or leaf.shape[0] == padded:
-            return leaf
-        extra = jnp.repeat(leaf[-1:], padded - leaf.shape[0], axis=0)
-        return jnp.concatenate([leaf, extra], axis=0)
 
     jump_ts = schedules.jump_ts()
     if jump_ts is None:
@@ -271,9 +268,7 @@ def _solve_local(formulation, problem, pair, schedules, w0, t1, options, batch):
     jump_ts = jnp.sort(jnp.asarray(jump_ts, dtype).reshape(size, -1), axis=1)
     jumps = jump_ts.shape[1]  # padded with inf to a power of two (Triton)
     jump_ts = jnp.pad(
-        jump_ts,
-        ((0, 0), (0, (1 << (jumps - 1).bit_length()) - jumps)),
-        constant_values=jnp.inf,
+        jump_ts, ((0, 0), (0, power_of_two(jumps) - jumps)), constant_values=jnp.inf
     )
     kernel_args = eqx.tree_at(
         lambda a: (a.legendre, a.theta0),
@@ -283,9 +278,11 @@ def _solve_local(formulation, problem, pair, schedules, w0, t1, options, batch):
             pad_axis(args.theta0, np_, 1, "edge"),
         ),
     )
-    kernel_args, jump_ts = jax.tree_util.tree_map(pad_configs, (kernel_args, jump_ts))
-    Z = jnp.zeros((dp, np_), dtype).at[:d, :n].set(problem.Z.astype(dtype))
-    y = jnp.zeros((dp,), dtype).at[:d].set(problem.y.astype(dtype))
+    # The last configuration repeated up to a whole block, as a chunk is padded.
+    kernel_args, jump_ts = pad_configurations(
+        (kernel_args, jump_ts), True, blocks * BLOCK
+    )
+    Z, y = pad_design(problem)
     t1 = jnp.asarray(t1, dtype)
     t1_floor = t1
     for _ in range(100):  # diffrax ends a step at t1 from 100 ulps before it
@@ -302,7 +299,9 @@ def _solve_local(formulation, problem, pair, schedules, w0, t1, options, batch):
         max_steps=options.max_steps,
         d=d,
     )
-    resident = eqx.tree_at(lambda p: (p.Z, p.y), problem, (Z, y))
+    resident = eqx.tree_at(
+        lambda p: (p.Z, p.y), problem, (Z.astype(dtype), y.astype(dtype))
+    )
     x, mu, steps, status = _launch(
         formulation, resident, kernel_args, jump_ts, times, settings, blocks
     )

@@ -125,9 +125,22 @@ def fits_on_chip(problem) -> bool:
 MIN_SIDE = 16  # Triton's dot needs every side of a block >= 16
 
 
+def power_of_two(size: int) -> int:
+    """The smallest power of two >= `size` (Triton's array sizes)."""
+    return 1 << (size - 1).bit_length()
+
+
 def padded_side(size: int) -> int:
     """A kernel array's side: Triton needs powers of two (and dots, at least 16)."""
-    return max(MIN_SIDE, 1 << (size - 1).bit_length())
+    return max(MIN_SIDE, power_of_two(size))
+
+
+def pad_design(problem):
+    """The least-squares design and targets padded with zero rows and columns to
+    `padded_side`s: the zeros leave every real coordinate's step unchanged."""
+    d, n = problem.Z.shape
+    Z = pad_axis(pad_axis(problem.Z, padded_side(d), 0), padded_side(n), 1)
+    return Z, pad_axis(problem.y, padded_side(d), 0)
 
 
 def pad_axis(x, size, axis, mode="constant"):
@@ -163,9 +176,8 @@ def gd_steps(problem, pair, w, alphas, lr, start, bad_step):
     leaves, treedef = jax.tree_util.tree_flatten(w)
     count = len(leaves)
     dtype = leaves[0].dtype
-    (d, n), steps = problem.Z.shape, alphas.shape[0]
-    Z = pad_axis(pad_axis(problem.Z, padded_side(d), 0), padded_side(n), 1)
-    y = pad_axis(problem.y, padded_side(d), 0)
+    n, steps = problem.Z.shape[1], alphas.shape[0]
+    Z, y = pad_design(problem)
     alphas = pad_axis(alphas, padded_side(steps), 0)
     padded_leaves = [pad_axis(leaf, padded_side(n), 0) for leaf in leaves]
 
