@@ -13,7 +13,6 @@ configurations and is extrapolated.
 """
 
 import argparse
-import inspect
 import json
 import os
 import subprocess
@@ -49,7 +48,8 @@ np.save(OUT, ds.x_final.values)
 print(json.dumps(dict(seconds=seconds, compiling=compiling.seconds,
                       backend=compiling.backend_seconds, imported=imported,
                       devices=len(jax.devices()), converged=int(ds.converged.sum()),
-                      formulation=ds.attrs["formulation"], strategy=ds.attrs["strategy"])))
+                      formulation=ds.attrs["formulation"], strategy=ds.attrs["strategy"],
+                      rtol=ds.attrs["rtol"], atol=ds.attrs["atol"])))
 """
 
 
@@ -86,8 +86,8 @@ def main():
     jax.config.update("jax_enable_x64", True)
     import jaxmirror as jm
 
-    defaults = inspect.signature(jm.sweep).parameters
-    rtol, atol = defaults["rtol"].default, defaults["atol"].default
+    # The tolerances the default sweep resolved to (they depend on its precision).
+    rtol, atol = runs[0]["rtol"], runs[0]["atol"]
     problem, _ = jm.datasets.sparse_regression(n=100, d=40, sparsity=5, seed=0)
     side = int(np.ceil(np.sqrt(args.configs)))
     grid = jm.grid(alpha=np.linspace(0, 0.1, side), t_off=np.linspace(10, 100, side))

@@ -1,8 +1,9 @@
 """Sparse-recovery sweep at scale: jaxmirror vs scipy and torchdiffeq, side by side.
 
 Hadamard pair, Z Gaussian (d x n) scaled by 1/sqrt(d), 5-sparse truth, m0 = 1, w0 = 0,
-SwitchOff over a grid alpha in [0, 0.1] x t_off in [10, 100], T = 200, rtol 1e-6,
-atol 1e-9. For each size, in one run:
+SwitchOff over a grid alpha in [0, 0.1] x t_off in [10, 100], T = 200, the sweep's
+default tolerances for each precision (rtol 1e-6, atol 1e-9 in float64; 100 and 1
+epsilons in float32), for every method. For each size, in one run:
 
 - jaxmirror `jm.sweep`: vmap of independent row-space solves (the default: d state
   coordinates per configuration), one batched state with the row-space and parameter
@@ -146,7 +147,7 @@ def main():
     )
     args = parser.parse_args()
     preset = PRESETS[args.preset]
-    rtol, atol = 1e-6, 1e-9
+    tolerances = {}
 
     from _common import git_revision, machine, markdown_table, scipy_loop, stamp
 
@@ -156,7 +157,13 @@ def main():
         import jax.numpy as jnp
 
         import jaxmirror as jm
+        from jaxmirror._sweep import SWEEP_TOLERANCES
+        from jaxmirror._tolerances import precision_tolerances
 
+        rtol, atol = precision_tolerances(
+            jnp.dtype(dtype), None, None, SWEEP_TOLERANCES
+        )
+        tolerances[dtype] = f"{rtol:.2g} / {atol:.2g}"
         peak = gemm_peak(jnp.float64 if dtype == "float64" else jnp.float32)
         bandwidth = copy_bandwidth(jnp.float64 if dtype == "float64" else jnp.float32)
         notes.append(f"GEMM peak ({dtype}, 2048^3 through JAX): {peak:.1f} GFLOP/s")
@@ -320,7 +327,8 @@ def main():
     print(f"Machine: {machine()}; {len(jax.devices())} JAX devices")
     print(
         f"Sparse recovery, Hadamard, SwitchOff grid alpha in [0, 0.1] x t_off in "
-        f"[10, 100], T = {args.t1}, rtol {rtol}, atol {atol}"
+        f"[10, 100], T = {args.t1}, rtol / atol "
+        + ", ".join(f"{v} in {k}" for k, v in tolerances.items())
     )
     print()
     print(markdown_table(COLUMNS, rows))

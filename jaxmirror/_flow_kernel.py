@@ -20,9 +20,9 @@ path configures it, written out vectorised over the block:
   `Dopri5`: first-same-as-last, re-evaluated after a jump), its embedded error
   estimate measured in the RMS norm of $e / (\text{atol} + \text{rtol}\max(|y_0|,
   |y_1|))$;
-- diffrax's first step and `PIDController` (PI control with
-  coefficients 0.3 in float64, integral-only below; safety 0.9, factors in
-  [0.2, 10]);
+- diffrax's first step and `PIDController` as `default_controller` configures it (PI
+  control with coefficients 0.3 where `rtol` is above the dtype's roundoff floor,
+  integral-only below; safety 0.9, factors in [0.2, 10]);
 - `ClipStepSizeController`'s jump landing: a step ends just before each of its own
   schedule's jump times and the next starts just after it;
 - the end: a step that would end within 100 ulps of t1 ends at t1;

@@ -13,6 +13,7 @@ from ._convergence import distance_to_limit, is_converged
 from ._formulations import AbstractFormulation, as_formulation
 from ._inputs import check_count, check_inputs, check_t1, check_tolerance
 from ._status import Status
+from ._tolerances import precision_tolerances, roundoff_rtol
 from ._validation import as_float_array, is_concrete, validated
 
 
@@ -87,10 +88,14 @@ def state_dtype(y0):
     return jnp.result_type(*jax.tree_util.tree_leaves(y0))
 
 
+SOLVE_TOLERANCES = (1e-8, 1e-10)
+"""`jm.solve`'s default `rtol` and `atol` in float64 (see `_tolerances.py` for others)."""
+
+
 def solver_options(
     solver=None,
-    rtol=1e-8,
-    atol=1e-10,
+    rtol=SOLVE_TOLERANCES[0],
+    atol=SOLVE_TOLERANCES[1],
     max_steps=100_000,
     adjoint=None,
     stepsize_controller=None,
@@ -151,17 +156,19 @@ def check_adjoint(adjoint, formulation) -> None:
 def default_controller(rtol, atol, state, norm=None) -> dfx.PIDController:
     """The adaptive step-size controller of every jaxmirror flow.
 
-    In float64, PI control (proportional and integral coefficients 0.3): these flows
-    are stiff for explicit solvers once the support coordinates have grown, the step
-    then sits at the stability limit, and diffrax's default integral-only controller
-    oscillates there, rejecting about one step in five. In lower precision the error
-    estimate carries roundoff of the order of `rtol` and the proportional term chases
-    it, so there the controller stays integral-only. Both measured in
+    PI control (proportional and integral coefficients 0.3) where the error estimates
+    are clean, that is where `rtol` is at least the roundoff floor of the state's dtype
+    (`_tolerances.roundoff_rtol`, 100 epsilons): these flows are stiff for explicit
+    solvers once the support coordinates have grown, the step then sits at the
+    stability limit, and diffrax's default integral-only controller oscillates there,
+    rejecting about one step in five. Below that floor (e.g. float32 at rtol 1e-6) the
+    error estimate carries roundoff of the order of `rtol` and the proportional term
+    chases it, so there the controller stays integral-only. Both measured in
     `benchmarks/RESULTS.md`.
     """
     kwargs = {} if norm is None else dict(norm=norm)
     dtype = jnp.result_type(*jax.tree_util.tree_leaves(state))
-    if jnp.finfo(dtype).bits >= 64:
+    if rtol >= roundoff_rtol(dtype):
         kwargs.update(pcoeff=0.3, icoeff=0.3)
     return dfx.PIDController(rtol=rtol, atol=atol, **kwargs)
 
@@ -220,8 +227,8 @@ def solve(
     formulation="auto",
     saveat=None,
     solver=None,
-    rtol=1e-8,
-    atol=1e-10,
+    rtol=None,
+    atol=None,
     max_steps=100_000,
     adjoint=None,
     stepsize_controller=None,
@@ -240,10 +247,11 @@ def solve(
       where $\dot\theta = -\nabla f(x)$; cheapest, and stable for tiny initial scales;
     - `"rowspace"` (`jm.RowSpaceFormulation`): for losses of the predictions,
       integrate the d coordinates of $\theta - \theta_0$ in the row space of the design;
-    - `"auto"` (default, as in `jm.sweep`): the fastest that can run, as measured: in
-      float64 `"rowspace"` for a closed-form pair and a loss of the predictions,
-      `"dual"` for other losses, `"parameter"` for pairs without a closed form and in
-      float32.
+    - `"auto"` (default, as in `jm.sweep`): the fastest that can run, as measured:
+      `"rowspace"` for a closed-form pair and a loss of the predictions, `"dual"` for
+      other losses, `"parameter"` for pairs without a closed form, and in float32
+      when `rtol` is below its default (where roundoff drives the Legendre
+      formulations' error estimates).
 
     Each formulation's docstring gives its equations and when to prefer it. The
     schedule's jump times clip the step-size controller, so switch-offs neither stall
@@ -266,6 +274,9 @@ def solve(
       `t1`: for horizons long after the fit, `diffrax.Kvaerno5()` (implicit) takes
       far fewer steps (406 against 58,824 to t1 = 30,000 in the demo).
     - `rtol`, `atol`: tolerances of the step-size controller, finite and $> 0$.
+      Default by precision: 1e-8 and 1e-10 in float64; in float32 100 and 1 times
+      its machine epsilon (1.2e-5, 1.2e-7), above the roundoff of the inverse mirror
+      map (see `jaxmirror._tolerances`).
     - `max_steps`: the step budget, an int $\ge 1$; running out gives
       `Status.MAX_STEPS`.
     - `adjoint`: a diffrax adjoint for reverse-mode gradients: the default (recursive
@@ -286,10 +297,11 @@ def solve(
     """
     problem, w0 = check_inputs(problem, pair, schedule, w0)
     dtype = jnp.result_type(*jax.tree_util.tree_leaves(w0))
-    formulation = as_formulation(formulation, problem, pair, dtype)
+    rtol, atol = precision_tolerances(dtype, rtol, atol, SOLVE_TOLERANCES)
     options = solver_options(
         solver, rtol, atol, max_steps, adjoint, stepsize_controller
     )
+    formulation = as_formulation(formulation, problem, pair, dtype, options.rtol)
     check_adjoint(options.adjoint, formulation)
     t1 = check_t1(t1)
     saveat = check_saveat(saveat, t1)

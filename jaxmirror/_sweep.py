@@ -38,11 +38,13 @@ from ._solve import solver_options
 from ._status import Status
 from ._store import fingerprint, SweepStore, variable_attributes
 from ._strategies import Batch, ChunkSolver, devices_mesh, run_chunk
+from ._tolerances import precision_tolerances
 from ._validation import as_float_array, is_concrete
 from ._version import __version__
 
 
 STRATEGIES = ("auto", "vmap", "batched")
+SWEEP_TOLERANCES = (1e-6, 1e-9)  # the default rtol and atol in float64 (_tolerances.py)
 _UNIT = 256  # default configurations per unit and device
 _MAX_CHUNK = 65_536  # configurations per chunk at the most (memory)
 _TARGET_SECONDS = (10.0, 30.0)  # an adaptive chunk's aim
@@ -132,7 +134,9 @@ def _plan(problem, pair, schedules, w0, t1, batch, settings) -> _Plan:
     """Resolve and check every option before any computation."""
     dtype = jnp.result_type(*jax.tree_util.tree_leaves(batch.take(w0, batch.w0, 0)))
     one_problem = batch.take(problem, batch.problem, 0)
-    formulation = as_formulation(settings["formulation"], one_problem, pair, dtype)
+    formulation = as_formulation(
+        settings["formulation"], one_problem, pair, dtype, settings["options"].rtol
+    )
     strategy = settings["strategy"]
     if strategy not in STRATEGIES:
         raise ValueError(f"`strategy` must be one of {STRATEGIES}, got {strategy!r}.")
@@ -391,8 +395,8 @@ def sweep(
     predict=True,
     progress=True,
     solver=None,
-    rtol=1e-6,
-    atol=1e-9,
+    rtol=None,
+    atol=None,
     max_steps=100_000,
     stepsize_controller=None,
 ):
@@ -414,8 +418,10 @@ def sweep(
       of a configuration file.
     - `formulation`, `solver`, `max_steps`, `stepsize_controller`: as for `jm.solve`
       (default formulation `"auto"` in both).
-    - `rtol`, `atol`: default 1e-6 and 1e-9, looser than `jm.solve`'s 1e-8 and 1e-10:
-      they resolve the differences a sweep compares at about half the steps.
+    - `rtol`, `atol`: default by precision: in float64 1e-6 and 1e-9, looser than
+      `jm.solve`'s 1e-8 and 1e-10 (they resolve the differences a sweep compares at
+      about half the steps); in float32 100 and 1 times its machine epsilon (1.2e-5,
+      1.2e-7), above the roundoff of the inverse mirror map (`jaxmirror._tolerances`).
     - `strategy`: `"vmap"`, `"batched"` or `"auto"` (the batched strategy for the
       parameter formulation on a CPU, else vmap, as measured by `benchmarks/sweep.py`).
     - `backend`: `"xla"` (the XLA path above), `"pallas"` (the fused flow kernel of
@@ -482,10 +488,12 @@ def _sweep(store, problem, pair, schedules, w0, t1, kw):
     problem, schedules, w0, batch = _check_batch(problem, pair, schedules, w0)
     labels, truth = kw["labels"], kw["truth"]
     truth = _check_labels_and_truth(labels, truth, batch.size, problem.dim())
+    dtype = jnp.result_type(*jax.tree_util.tree_leaves(batch.take(w0, batch.w0, 0)))
+    rtol, atol = precision_tolerances(dtype, kw["rtol"], kw["atol"], SWEEP_TOLERANCES)
     options = solver_options(
         kw["solver"],
-        kw["rtol"],
-        kw["atol"],
+        rtol,
+        atol,
         kw["max_steps"],
         None,
         kw["stepsize_controller"],

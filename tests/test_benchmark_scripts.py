@@ -42,3 +42,10 @@ def test_discrete_speed_benchmark_small():
         "float64",
     )
     assert "jaxmirror vmap(train) scan" in out and "Python loop" in out
+
+
+def test_float32_benchmark_small():
+    out = _run("float32.py", "--sizes", "12x30", "--configs", "8", "--once", "")
+    rows = [line for line in out.splitlines() if line.startswith("| (12, 30)")]
+    assert [row.split(" | ")[1] for row in rows] == ["float64", "float32"]
+    assert "rowspace (vmap)" in rows[1] and rows[1].endswith("| 8/8 |")

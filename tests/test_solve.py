@@ -332,15 +332,18 @@ def test_rowspace_state_is_the_integral_of_the_prediction_gradient():
     np.testing.assert_allclose(D.T @ mu, np.asarray(shift).T, atol=1e-9)
 
 
-def test_step_size_controller_is_pi_in_float64_only():
-    """PI control where error estimates are clean (float64); integral-only in float32,
-    where roundoff near rtol makes the proportional term take more steps (RESULTS.md)."""
+def test_step_size_controller_is_pi_where_estimates_are_clean():
+    """PI control where `rtol` is above the dtype's roundoff floor (100 epsilons);
+    integral-only below it (float32 at rtol 1e-6), where roundoff near rtol makes the
+    proportional term take more steps (RESULTS.md)."""
     from jaxmirror._solve import default_controller
 
     double = default_controller(1e-6, 1e-9, jnp.zeros(3, jnp.float64))
     single = default_controller(1e-6, 1e-9, (jnp.zeros(3, jnp.float32),))
+    single_default = default_controller(1.2e-5, 1.2e-7, jnp.zeros(3, jnp.float32))
     assert (double.pcoeff, double.icoeff) == (0.3, 0.3)
     assert (single.pcoeff, single.icoeff) == (0, 1)
+    assert (single_default.pcoeff, single_default.icoeff) == (0.3, 0.3)
 
 
 @pytest.mark.parametrize(

@@ -300,18 +300,19 @@ def test_auto_formulation_follows_the_measured_table():
 
     assert name(problem, pair, jnp.float64) == jm.RowSpaceFormulation.name
     assert name(callable_problem, pair, jnp.float64) == jm.DualFormulation.name
-    assert name(problem, pair, jnp.float32) == jm.ParameterFormulation.name
+    assert name(problem, pair, jnp.float32) == jm.RowSpaceFormulation.name
+    # rtol near float32's roundoff: the parameter flow, whose estimates stay clean.
+    assert name(problem, pair, jnp.float32, 1e-6) == jm.ParameterFormulation.name
+    assert name(problem, pair, jnp.float64, 1e-6) == jm.RowSpaceFormulation.name
     assert name(problem, Product(), jnp.float64) == jm.ParameterFormulation.name
 
 
-def test_float32_sweep_reaches_the_float64_result():
-    """The default float32 sweep runs in float32 (its times too: diffrax would promote
-    the state to float64 times) and ends within 1e-4 of the float64 sweep at rtol
-    1e-6."""
-    problem, x_star = jm.datasets.sparse_regression(n=30, d=12, sparsity=3, seed=5)
+def _float_sweeps(dtypes, **options):
+    """The same small sweep in each precision of `dtypes`."""
+    problem, _ = jm.datasets.sparse_regression(n=30, d=12, sparsity=3, seed=5)
     grid = jm.grid(alpha=np.linspace(0.0, 0.1, 4), t_off=np.linspace(5.0, 20.0, 4))
     results = {}
-    for dtype in (jnp.float32, jnp.float64):
+    for dtype in dtypes:
         prob = jm.LeastSquares(
             jnp.asarray(problem.Z, dtype), jnp.asarray(problem.y, dtype)
         )
@@ -320,20 +321,75 @@ def test_float32_sweep_reaches_the_float64_result():
         schedules = jm.SwitchOff(
             jnp.asarray(grid["alpha"], dtype), jnp.asarray(grid["t_off"], dtype)
         )
-        ds = jm.sweep(
-            prob, pair, schedules, w0, 300.0, rtol=1e-6, atol=1e-9, progress=False
-        )
-        assert ds.attrs["formulation"] == (
-            "rowspace" if dtype == jnp.float64 else "parameter"
-        )
+        ds = jm.sweep(prob, pair, schedules, w0, 300.0, progress=False, **options)
         assert np.all(ds.status.values == jm.Status.SUCCESS)
         results[dtype] = ds
-    assert results[jnp.float32].x_final.dtype == np.float32
-    gap = np.abs(
-        results[jnp.float32].x_final.values.astype(np.float64)
-        - results[jnp.float64].x_final.values
-    )
+    return results
+
+
+def test_float32_sweep_reaches_the_float64_result():
+    """The default float32 sweep runs in float32 (its times too: diffrax would promote
+    the state to float64 times), with the row-space formulation at tolerances by
+    precision (100 and 1 float32 epsilons), and ends within 1e-3 of the float64
+    sweep (an error of the order of its rtol, 1.2e-5, times |x| <= 10)."""
+    results = _float_sweeps((jnp.float32, jnp.float64))
+    single, double = results[jnp.float32], results[jnp.float64]
+    eps = float(jnp.finfo(jnp.float32).eps)
+    assert single.attrs["rtol"] == pytest.approx(100 * eps)
+    assert single.attrs["atol"] == pytest.approx(eps)
+    assert (double.attrs["rtol"], double.attrs["atol"]) == (1e-6, 1e-9)
+    assert single.attrs["formulation"] == double.attrs["formulation"] == "rowspace"
+    assert single.x_final.dtype == np.float32
+    gap = np.abs(single.x_final.values.astype(np.float64) - double.x_final.values)
+    assert np.abs(double.x_final.values).max() < 10
+    assert gap.max() < 1e-3
+
+
+def test_float32_sweep_near_roundoff_takes_the_parameter_flow():
+    """Asked for float64's rtol (1e-6, near float32's roundoff), the auto formulation
+    is the parameter flow, and it ends within 1e-4 of the float64 sweep."""
+    results = _float_sweeps((jnp.float32, jnp.float64), rtol=1e-6, atol=1e-9)
+    single, double = results[jnp.float32], results[jnp.float64]
+    assert single.attrs["formulation"] == "parameter"
+    assert double.attrs["formulation"] == "rowspace"
+    gap = np.abs(single.x_final.values.astype(np.float64) - double.x_final.values)
     assert gap.max() < 1e-4
+
+
+def test_solve_tolerances_by_precision():
+    """`jm.solve`'s defaults: 1e-8/1e-10 in float64, 100/1 epsilons in float32
+    (float64's 1e-8 is below float32's roundoff); the float32 solve ends within 1e-3
+    of the float64 one."""
+    from jaxmirror._solve import SOLVE_TOLERANCES
+    from jaxmirror._tolerances import precision_tolerances
+
+    eps = float(jnp.finfo(jnp.float32).eps)
+    assert precision_tolerances(jnp.float64, None, None, SOLVE_TOLERANCES) == (
+        1e-8,
+        1e-10,
+    )
+    assert precision_tolerances(
+        jnp.float32, None, None, SOLVE_TOLERANCES
+    ) == pytest.approx((100 * eps, eps))
+    assert precision_tolerances(jnp.float32, 1e-6, 1e-9, SOLVE_TOLERANCES) == (
+        1e-6,
+        1e-9,
+    )
+    problem, pair, _, _ = _instance()
+    finals = {}
+    for dtype in (jnp.float32, jnp.float64):
+        prob = jm.LeastSquares(
+            jnp.asarray(problem.Z, dtype), jnp.asarray(problem.y, dtype)
+        )
+        w0 = pair.init(jnp.zeros(problem.dim(), dtype), jnp.asarray(1.0, dtype))
+        schedule = jm.SwitchOff(jnp.asarray(0.05, dtype), jnp.asarray(20.0, dtype))
+        sol = jm.solve(prob, pair, schedule, w0, 200.0)
+        assert sol.status == jm.Status.SUCCESS
+        assert sol.x_final.dtype == dtype
+        finals[dtype] = np.asarray(sol.x_final, np.float64)
+    np.testing.assert_allclose(
+        finals[jnp.float32], finals[jnp.float64], rtol=0, atol=1e-3
+    )
 
 
 def _prediction_cases():

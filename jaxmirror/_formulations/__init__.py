@@ -1,7 +1,6 @@
 """Formulations of the regularized gradient flow, and the one registry of their names."""
 
-import jax.numpy as jnp
-
+from .._tolerances import roundoff_rtol
 from ._base import AbstractFormulation as AbstractFormulation
 from ._dual import DualFormulation as DualFormulation
 from ._mirror import MirrorFormulation as MirrorFormulation
@@ -19,16 +18,15 @@ FORMULATIONS = {
     )
 }
 
-# The fastest formulation that can run, by precision, as measured by
-# benchmarks/sweep.py (numbers in benchmarks/RESULTS.md). In float32 the exponential
-# inverse mirror map amplifies roundoff by about k|theta|, so that error estimates near
-# rtol make the row-space formulation take 2x (mean) to 7.5x (max) the steps of float64
-# (955 against 441 mean, 3,703 against 491 max at (40, 100), K = 1024, rtol 1e-6):
-# there the parameter flow wins (7.7 s against 18.2 s for the same sweep).
-_PREFERENCE = {
-    64: (RowSpaceFormulation, DualFormulation, ParameterFormulation),
-    32: (ParameterFormulation,),
-}
+# The fastest formulation that can run, as measured by benchmarks/sweep.py (numbers in
+# benchmarks/RESULTS.md). Where `rtol` sits near the roundoff of a lower precision
+# (below its default, `roundoff_rtol`), the exponential inverse mirror map amplifies
+# that roundoff by about k|theta| and the Legendre formulations' error estimates chase
+# it: at (40, 100), K = 1024, float32, rtol 1e-6, the row-space formulation took 955
+# mean / 3,703 max steps (18.2 s) against the parameter flow's 1,111 (7.7 s). At
+# float32's default rtol (1.2e-5) the row-space formulation is again the fastest.
+_PREFERENCE = (RowSpaceFormulation, DualFormulation, ParameterFormulation)
+_NEAR_ROUNDOFF = (ParameterFormulation,)
 
 
 def prefers_shared_step(formulation: AbstractFormulation) -> bool:
@@ -40,17 +38,18 @@ def prefers_shared_step(formulation: AbstractFormulation) -> bool:
     return isinstance(formulation, ParameterFormulation)
 
 
-def auto_formulation(problem, pair, dtype) -> AbstractFormulation:
-    """The preferred formulation for this problem, pair and floating dtype."""
-    bits = 64 if jnp.finfo(dtype).bits >= 64 else 32
-    for cls in _PREFERENCE[bits]:
+def auto_formulation(problem, pair, dtype, rtol=None) -> AbstractFormulation:
+    """The preferred formulation for this problem, pair, floating dtype and `rtol`
+    (`None`: the default for `dtype`)."""
+    near_roundoff = rtol is not None and rtol < roundoff_rtol(dtype)
+    for cls in _NEAR_ROUNDOFF if near_roundoff else _PREFERENCE:
         formulation = cls()
         if formulation.unsupported(problem, pair) is None:
             return formulation
     return ParameterFormulation()
 
 
-def as_formulation(formulation, problem, pair, dtype) -> AbstractFormulation:
+def as_formulation(formulation, problem, pair, dtype, rtol=None) -> AbstractFormulation:
     """Map a name (or `"auto"`) to its object, once; check that it can run here.
 
     **Arguments:**
@@ -59,11 +58,13 @@ def as_formulation(formulation, problem, pair, dtype) -> AbstractFormulation:
       `"auto"` (the measured fastest that can run, see `auto_formulation`).
     - `problem`, `pair`: what it will integrate.
     - `dtype`: the floating dtype of the initial parameters (for `"auto"`).
+    - `rtol`: the relative tolerance the flow will run at (for `"auto"`; `None`: the
+      default for `dtype`).
     """
     if isinstance(formulation, AbstractFormulation):
         chosen = formulation
     elif isinstance(formulation, str) and formulation == "auto":
-        chosen = auto_formulation(problem, pair, dtype)
+        chosen = auto_formulation(problem, pair, dtype, rtol)
     elif isinstance(formulation, str) and formulation in FORMULATIONS:
         chosen = FORMULATIONS[formulation]()
     else:
