@@ -31,6 +31,7 @@ jax.config.update("jax_enable_x64", True)
 import numpy as np
 import jaxmirror as jm
 from jaxmirror._compile_time import CompileTimer
+from jaxmirror._cores import host_parts
 if ALL_CORES:
     jm.use_all_cores()
 problem, _ = jm.datasets.sparse_regression(n=100, d=40, sparsity=5, seed=0)
@@ -45,9 +46,13 @@ with CompileTimer() as compiling:
                   progress=False)
     seconds = time.perf_counter() - begin
 np.save(OUT, ds.x_final.values)
-print(json.dumps(dict(seconds=seconds, compiling=compiling.seconds,
+begin = time.perf_counter()  # the same call again, in this process
+jm.sweep(problem, pair, schedules, pair.init(np.zeros(100)), 200.0, progress=False)
+again = time.perf_counter() - begin
+print(json.dumps(dict(seconds=seconds, again=again, compiling=compiling.seconds,
                       backend=compiling.backend_seconds, imported=imported,
-                      devices=len(jax.devices()), converged=int(ds.converged.sum()),
+                      devices=len(jax.devices()), parts=host_parts(K),
+                      converged=int(ds.converged.sum()),
                       formulation=ds.attrs["formulation"], strategy=ds.attrs["strategy"],
                       rtol=ds.attrs["rtol"], atol=ds.attrs["atol"])))
 """
@@ -120,10 +125,22 @@ def main():
                 f"{run['compiling']:.2f} ({run['backend']:.2f})",
                 f"{run['process']:.1f}",
                 f"{scipy_seconds / run['seconds']:.1f}x",
-                f"{run['devices']} devices, {run['strategy']} + {run['formulation']}, "
+                f"{run['devices']} device(s), {run['parts']} host thread(s), "
+                f"{run['strategy']} + {run['formulation']}, "
                 f"{run['converged']}/{args.configs} converged",
             ]
         )
+    last = runs[-1]
+    rows.append(
+        [
+            "jm.sweep, process 2, the same call again",
+            f"{last['again']:.2f}",
+            "0",
+            "-",
+            f"{scipy_seconds / last['again']:.1f}x",
+            "nothing left to trace or compile",
+        ]
+    )
     rows.append(
         [
             "scipy solve_ivp RK45 loop",

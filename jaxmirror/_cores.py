@@ -1,26 +1,37 @@
-"""Every CPU core for sweeps: one JAX device per core.
+"""Every CPU core for sweeps: threads over one device, or one JAX device per core.
 
-On a CPU, JAX runs a program on one device; `jm.sweep` shards its chunks over all
-devices, so splitting the CPU into one device per core lets a sweep run one shard per
-core. JAX fixes its devices when it first computes anything, so this must happen right
-after import, in the first cell of a notebook:
+By default a JAX process has one CPU device, and XLA runs most of one program's work
+(the elementwise fusions and while loops of a solve) on one core. So when it has one
+CPU device, `jm.sweep` splits each chunk into one part per core (`host_parts`) and
+solves the parts from as many host threads (`map_parts`): XLA:CPU executes a program
+in the thread that calls it, and the parts run side by side. Measured on a 2-core
+machine (`benchmarks/RESULTS.md`): the solves of a K = 512 chunk take 1.30 s in two
+threads against 2.67 s in one call.
+
+`use_all_cores` is the other way: one JAX device per core, over which `jm.sweep`
+shards its chunks. JAX fixes its devices when it first computes anything, so it must
+run right after import, in the first cell of a notebook:
 
     import jaxmirror as jm
     jm.use_all_cores()
 
-Measured on a 2-core machine (`benchmarks/RESULTS.md`), it does not pay there: XLA
-already spreads one device's work over both cores, a K = 512 sweep takes the same time
-(4.9 s against 5.0 s), and sweeps of small chunks are 5x slower (the devices
-synchronise at every step of the shared while loop). So nothing calls it by default;
-try it on a machine with many cores and large chunks, and measure.
+On the 2-core machine it does not pay: a K = 512 sweep takes the same time (4.9 s
+against 5.0 s), and sweeps of small chunks are 5x slower (the devices synchronise at
+every step of the shared while loop). Try it on a machine with many cores and large
+chunks, and measure.
 """
 
+import concurrent.futures
+import contextvars
 import os
 
+import equinox as eqx
 import jax
+import jax.numpy as jnp
 
 
-def _available_cores() -> int:
+def available_cores() -> int:
+    """The CPU cores this process may run on."""
     try:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
@@ -39,7 +50,7 @@ def use_all_cores(count: int | None = None) -> int:
     """
     if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
         return len(jax.devices("cpu"))
-    count = _available_cores() if count is None else int(count)
+    count = available_cores() if count is None else int(count)
     if count < 1:
         raise ValueError(f"`count` must be an int >= 1, got {count!r}.")
     try:
@@ -51,3 +62,54 @@ def use_all_cores(count: int | None = None) -> int:
             "or kernel."
         ) from error
     return count
+
+
+MIN_PART = 4
+"""The fewest configurations a part of a chunk holds (smaller chunks stay whole)."""
+
+
+def host_parts(size: int) -> int:
+    """Into how many parts `jm.sweep` splits a chunk of `size` configurations, each
+    solved from its own host thread: on a CPU with one JAX device, the largest power
+    of two that is at most the core count, divides `size` and leaves parts of at
+    least `MIN_PART`; else 1 (several devices, or an accelerator, already share the
+    work out)."""
+    if len(jax.devices()) != 1 or jax.default_backend() != "cpu":
+        return 1
+    parts, cores = 1, available_cores()
+    while (
+        2 * parts <= cores
+        and size % (2 * parts) == 0
+        and size // (2 * parts) >= MIN_PART
+    ):
+        parts *= 2
+    return parts
+
+
+def map_parts(solve_part, size: int, parts: int):
+    """`solve_part(lo, hi)` for `parts` equal slices `[lo, hi)` of `range(size)`, each
+    in its own thread, with the leading axes of the results' arrays concatenated.
+
+    Each part waits for its result in its thread, so that the programs run side by
+    side (a program's first call is compiled once: JAX makes concurrent callers of an
+    uncompiled program wait for the one compilation). Each thread runs in a copy of
+    the caller's context variables (e.g. `_validation.validated`, without which the
+    programs would carry runtime checks and miss the compilation cache).
+    """
+    if parts == 1:
+        return solve_part(0, size)
+    step = size // parts
+
+    def run(i):
+        return jax.block_until_ready(solve_part(i * step, (i + 1) * step))
+
+    contexts = [contextvars.copy_context() for _ in range(parts)]
+    with concurrent.futures.ThreadPoolExecutor(parts) as pool:
+        futures = [pool.submit(contexts[i].run, run, i) for i in range(parts)]
+        results = [future.result() for future in futures]
+    return jax.tree_util.tree_map(
+        lambda *leaves: (
+            jnp.concatenate(leaves) if eqx.is_array(leaves[0]) else leaves[0]
+        ),
+        *results,
+    )

@@ -27,9 +27,11 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from . import _flow_kernel as flow_kernel
+from ._cores import host_parts, map_parts
 from ._formulations import AbstractFormulation
 from ._formulations._legendre_args import legendre_args
 from ._implicit_bias import _implicit_bias, default_tol
+from ._problems import LeastSquares, Logistic, MatrixSensing
 from ._solve import final_convergence, integrate, SolverOptions, state_dtype
 from ._status import Status
 from ._validation import validated
@@ -253,8 +255,38 @@ def run_chunk(solver: ChunkSolver, inputs, batch: Batch, index, padded: int, mes
         )
 
 
+_FIXED_PROBLEMS = (LeastSquares, Logistic, MatrixSensing)  # no user code inside
+
+
+def _is_jaxmirror_type(obj) -> bool:
+    return type(obj).__module__.split(".")[0] == "jaxmirror"
+
+
+def _rows(tree, batched: bool, lo: int, hi: int):
+    """Rows `[lo, hi)` of the configuration axis of a batched tree (else the tree)."""
+    if not batched:
+        return tree
+    return jax.tree_util.tree_map(lambda x: x[lo:hi] if eqx.is_array(x) else x, tree)
+
+
 def _solve_and_predict(solver, problem_c, pair, schedules_c, w0_c, sub, n, mesh):
     common = (solver.formulation, problem_c, pair, schedules_c, w0_c)
+    # On a CPU with one device, independent solves run in parts, one host thread per
+    # core (`_cores.py`). Not the batched strategy (its results depend on how
+    # configurations are grouped), nor the convergence check and the predictions:
+    # their LAPACK solves inside loops deadlock XLA:CPU's thread pool when two of
+    # their programs run at once (measured: the second chunk of a sweep hung). So
+    # only jaxmirror's own problems, pairs and schedules, whose flows are GEMMs and
+    # elementwise functions, run in threads; a user's code (a `jm.Problem`'s loss, a
+    # pair or schedule of their own) might call LAPACK.
+    own = type(problem_c) in _FIXED_PROBLEMS and all(
+        _is_jaxmirror_type(obj) for obj in (pair, schedules_c)
+    )
+    parts = host_parts(sub.size) if own else 1
+
+    def part_batch(lo, hi):
+        return Batch(hi - lo, sub.w0, sub.problem)
+
     results = None
     if solver.backend == "pallas":
         results = flow_kernel.solve_chunk(*common, solver.t1, solver.options, sub, mesh)
@@ -266,7 +298,20 @@ def _solve_and_predict(solver, problem_c, pair, schedules_c, w0_c, sub, n, mesh)
         )
         results = (xs, status, steps, final) if bool(ok) else None
     if results is None:
-        results = _solve_vmap(*common, solver.t1, solver.options, sub)
+        results = map_parts(
+            lambda lo, hi: _solve_vmap(
+                solver.formulation,
+                _rows(problem_c, sub.problem, lo, hi),
+                pair,
+                _rows(schedules_c, True, lo, hi),
+                _rows(w0_c, sub.w0, lo, hi),
+                solver.t1,
+                solver.options,
+                part_batch(lo, hi),
+            ),
+            sub.size,
+            parts,
+        )
     xs, status, steps, final = results
     # The convergence check and the predictions run on one device: their LAPACK solves
     # inside while loops deadlock XLA:CPU when a program is sharded over devices.

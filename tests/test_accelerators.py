@@ -126,3 +126,97 @@ def test_sweep_with_predictions_on_every_core_finishes_and_agrees():
     assert results["1"][0] == 1 and results["2"][0] == 2
     for i in (1, 2):
         np.testing.assert_allclose(results["2"][i], results["1"][i], rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "size, cores, parts",
+    [(16, 1, 1), (16, 2, 2), (16, 3, 2), (64, 8, 8), (6, 4, 1), (24, 4, 4), (4, 2, 1)],
+)
+def test_host_parts_one_per_core_in_equal_powers_of_two(
+    monkeypatch, size, cores, parts
+):
+    """On one CPU device a chunk splits into the most parts that are a power of two,
+    at most the core count, divide the chunk and hold at least `MIN_PART` (4)."""
+    from jaxmirror import _cores
+
+    monkeypatch.setattr(_cores, "available_cores", lambda: cores)
+    assert _cores.host_parts(size) == parts
+
+
+def _threaded_sweep(monkeypatch, cores, problem=None):
+    """A small sweep with `cores` cores, and the parts each chunk's solves ran in."""
+    import jax.numpy as jnp
+
+    import jaxmirror as jm
+    from jaxmirror import _cores, _strategies
+
+    monkeypatch.setattr(_cores, "available_cores", lambda: cores)
+    used = []
+
+    def spy(solve_part, size, parts):
+        used.append(parts)
+        return _cores.map_parts(solve_part, size, parts)
+
+    monkeypatch.setattr(_strategies, "map_parts", spy)
+    linear, truth = jm.datasets.sparse_regression(n=20, d=8, sparsity=2, seed=1)
+    pair = jm.Hadamard()
+    grid = jm.grid(alpha=np.linspace(0, 0.1, 4), t_off=np.linspace(5, 20, 4))
+    ds = jm.sweep(
+        linear if problem is None else problem(linear),
+        pair,
+        jm.SwitchOff(**grid),
+        pair.init(jnp.zeros(20)),
+        100.0,
+        formulation="dual" if problem is not None else "auto",
+        rtol=1e-10,
+        atol=1e-12,
+        progress=False,
+    )
+    return ds, used
+
+
+def test_threaded_solves_equal_one_call(monkeypatch):
+    """With two cores on one device a chunk's solves run in two host threads, and
+    every configuration ends where the one-call sweep ends (rtol 1e-10: same steps
+    per configuration, so agreement to roundoff of the batched products), with the
+    same status and step counts."""
+    whole, used_whole = _threaded_sweep(monkeypatch, 1)
+    split, used_split = _threaded_sweep(monkeypatch, 2)
+    assert used_whole == [1] and used_split == [2]
+    np.testing.assert_allclose(split.x_final, whole.x_final, rtol=0, atol=1e-10)
+    np.testing.assert_array_equal(split.status, whole.status)
+    assert np.all(split.status.values == 0)
+    assert np.abs(split.num_steps.values - whole.num_steps.values).max() <= 1
+    np.testing.assert_allclose(split.x_predicted, whole.x_predicted, rtol=0, atol=1e-12)
+
+
+def test_user_code_is_never_threaded(monkeypatch):
+    """A user's problem (`jm.Problem`, which might call LAPACK: two such programs at
+    once can deadlock XLA:CPU) runs its solves in one call, even with two cores."""
+    import jaxmirror as jm
+
+    def as_callable(linear):
+        return jm.Problem(linear.loss, n=linear.dim())
+
+    ds, used = _threaded_sweep(monkeypatch, 2, problem=as_callable)
+    assert used == [1]
+    assert np.all(ds.status.values == 0)
+
+
+def test_map_parts_runs_each_part_in_the_callers_context():
+    """Parts run in threads, in copies of the caller's context: inside `validated()`
+    the programs trust their inputs (no runtime checks, which would keep them out
+    of the compilation cache); the slices cover the configurations in order."""
+    import jax.numpy as jnp
+
+    from jaxmirror._cores import map_parts
+    from jaxmirror._validation import _VALIDATED, validated
+
+    def part(lo, hi):
+        return jnp.arange(lo, hi), jnp.full((hi - lo,), _VALIDATED.get())
+
+    with validated():
+        rows, trusted = map_parts(part, 16, 4)
+    np.testing.assert_array_equal(rows, np.arange(16))
+    assert trusted.all()
+    assert not map_parts(part, 16, 2)[1].any()
