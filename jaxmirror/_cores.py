@@ -5,8 +5,9 @@ By default a JAX process has one CPU device, and XLA runs most of one program's 
 CPU device, `jm.sweep` splits each chunk into one part per core (`host_parts`) and
 solves the parts from as many host threads (`map_parts`): XLA:CPU executes a program
 in the thread that calls it, and the parts run side by side. Measured on a 2-core
-machine (`benchmarks/RESULTS.md`): the solves of a K = 512 chunk take 1.30 s in two
-threads against 2.67 s in one call.
+machine (`benchmarks/RESULTS.md`): a default K = 512 sweep takes 1.80 s against
+3.23 s in one thread. Only jaxmirror's own problems, pairs and schedules are split
+(`_strategies.py` says why).
 
 `use_all_cores` is the other way: one JAX device per core, over which `jm.sweep`
 shards its chunks. JAX fixes its devices when it first computes anything, so it must
@@ -68,15 +69,21 @@ MIN_PART = 4
 """The fewest configurations a part of a chunk holds (smaller chunks stay whole)."""
 
 
+def host_threads() -> int:
+    """How many host threads a sweep's solves may use: every core on a CPU with one
+    JAX device; else 1 (several devices, or an accelerator, share the work out)."""
+    if len(jax.devices()) != 1 or jax.default_backend() != "cpu":
+        return 1
+    return available_cores()
+
+
 def host_parts(size: int) -> int:
     """Into how many parts `jm.sweep` splits a chunk of `size` configurations, each
     solved from its own host thread: on a CPU with one JAX device, the largest power
     of two that is at most the core count, divides `size` and leaves parts of at
     least `MIN_PART`; else 1 (several devices, or an accelerator, already share the
     work out)."""
-    if len(jax.devices()) != 1 or jax.default_backend() != "cpu":
-        return 1
-    parts, cores = 1, available_cores()
+    parts, cores = 1, host_threads()
     while (
         2 * parts <= cores
         and size % (2 * parts) == 0

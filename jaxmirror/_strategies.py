@@ -262,6 +262,15 @@ def _is_jaxmirror_type(obj) -> bool:
     return type(obj).__module__.split(".")[0] == "jaxmirror"
 
 
+def splits_over_cores(problem, pair, schedules) -> bool:
+    """Whether a sweep's independent solves may run in host threads (`_cores.py`):
+    only for jaxmirror's own linear problems, pairs and schedules (see
+    `_solve_and_predict`)."""
+    return type(problem) in _FIXED_PROBLEMS and all(
+        _is_jaxmirror_type(obj) for obj in (pair, schedules)
+    )
+
+
 def _rows(tree, batched: bool, lo: int, hi: int):
     """Rows `[lo, hi)` of the configuration axis of a batched tree (else the tree)."""
     if not batched:
@@ -279,9 +288,7 @@ def _solve_and_predict(solver, problem_c, pair, schedules_c, w0_c, sub, n, mesh)
     # only jaxmirror's own problems, pairs and schedules, whose flows are GEMMs and
     # elementwise functions, run in threads; a user's code (a `jm.Problem`'s loss, a
     # pair or schedule of their own) might call LAPACK.
-    own = type(problem_c) in _FIXED_PROBLEMS and all(
-        _is_jaxmirror_type(obj) for obj in (pair, schedules_c)
-    )
+    own = splits_over_cores(problem_c, pair, schedules_c)
     parts = host_parts(sub.size) if own else 1
 
     def part_batch(lo, hi):

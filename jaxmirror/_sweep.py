@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._compile_time import CompileTimer
+from ._cores import host_threads
 from ._flow_kernel import choose_sweep_backend, probe as flow_kernel_probe
 from ._formulations import as_formulation, prefers_shared_step
 from ._implicit_bias import prediction_regime
@@ -37,7 +38,13 @@ from ._problems import as_problem, LeastSquares, Logistic
 from ._solve import solver_options
 from ._status import Status
 from ._store import fingerprint, SweepStore, variable_attributes
-from ._strategies import Batch, ChunkSolver, devices_mesh, run_chunk
+from ._strategies import (
+    Batch,
+    ChunkSolver,
+    devices_mesh,
+    run_chunk,
+    splits_over_cores,
+)
 from ._tolerances import precision_tolerances
 from ._validation import as_float_array, is_concrete
 from ._version import __version__
@@ -166,7 +173,10 @@ def _plan(problem, pair, schedules, w0, t1, batch, settings) -> _Plan:
         strategy = "kernel"
     elif strategy == "auto":
         on_cpu = jax.default_backend() == "cpu"
-        shared = on_cpu and prefers_shared_step(formulation)
+        threads = (
+            host_threads() if splits_over_cores(one_problem, pair, schedules) else 1
+        )
+        shared = on_cpu and prefers_shared_step(formulation, threads)
         strategy = "batched" if shared else "vmap"
     n_devices = len(jax.devices())
     chunk_size = settings["chunk_size"]
@@ -423,7 +433,10 @@ def sweep(
       about half the steps); in float32 100 and 1 times its machine epsilon (1.2e-5,
       1.2e-7), above the roundoff of the inverse mirror map (`jaxmirror._tolerances`).
     - `strategy`: `"vmap"`, `"batched"` or `"auto"` (the batched strategy for the
-      parameter formulation on a CPU, else vmap, as measured by `benchmarks/sweep.py`).
+      parameter formulation on a CPU whose solves run in one thread, else vmap, as
+      measured). On a CPU with one JAX device, vmap's solves of the built-in
+      problems, pairs and schedules run in parts, one host thread per core
+      (`jaxmirror/_cores.py`).
     - `backend`: `"xla"` (the XLA path above), `"pallas"` (the fused flow kernel of
       `_flow_kernel.py`: one launch integrates a block of configurations, each with
       its own adaptive step; the row-space formulation of one shared `LeastSquares`

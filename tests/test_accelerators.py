@@ -220,3 +220,31 @@ def test_map_parts_runs_each_part_in_the_callers_context():
     np.testing.assert_array_equal(rows, np.arange(16))
     assert trusted.all()
     assert not map_parts(part, 16, 2)[1].any()
+
+
+@pytest.mark.parametrize("cores, strategy", [(1, "batched"), (2, "vmap")])
+def test_auto_strategy_for_the_parameter_flow_follows_the_cores(
+    monkeypatch, cores, strategy
+):
+    """The parameter flow's shared-step batch only where solves run in one thread
+    (measured: equal there; independent solves win in two threads)."""
+    import jax.numpy as jnp
+
+    import jaxmirror as jm
+    from jaxmirror import _cores
+
+    monkeypatch.setattr(_cores, "available_cores", lambda: cores)
+    problem, _ = jm.datasets.sparse_regression(n=20, d=8, sparsity=2, seed=1)
+    pair = jm.Hadamard()
+    ds = jm.sweep(
+        problem,
+        pair,
+        jm.SwitchOff(np.linspace(0, 0.1, 8), np.full(8, 5.0)),
+        pair.init(jnp.zeros(20)),
+        20.0,
+        formulation="parameter",
+        predict=False,
+        progress=False,
+    )
+    assert ds.attrs["strategy"] == strategy
+    assert np.all(ds.status.values == 0)

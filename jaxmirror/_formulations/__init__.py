@@ -29,13 +29,16 @@ _PREFERENCE = (RowSpaceFormulation, DualFormulation, ParameterFormulation)
 _NEAR_ROUNDOFF = (ParameterFormulation,)
 
 
-def prefers_shared_step(formulation: AbstractFormulation) -> bool:
-    """Whether, on a CPU, one shared-step batch beats independent solves (measured by
-    `benchmarks/sweep.py`): only for the parameter formulation, whose elementwise field
-    is cheap enough that its batch wins. The Legendre formulations take fewer steps
-    each under `vmap` than one shared step sequence, which every configuration's
-    switch-off time cuts (numbers in benchmarks/RESULTS.md)."""
-    return isinstance(formulation, ParameterFormulation)
+def prefers_shared_step(formulation: AbstractFormulation, threads: int = 1) -> bool:
+    """Whether, on a CPU whose sweep solves run in `threads` host threads, one
+    shared-step batch beats independent solves (measured; numbers in
+    benchmarks/RESULTS.md): only for the parameter formulation in one thread, whose
+    elementwise field is cheap enough that its batch keeps up there (13.1-14.0 s
+    against 13.2-13.6 s at (40, 100), K = 1,024, float64); in two threads the
+    independent solves take 8.2 s against 12.5 s. The Legendre formulations take
+    fewer steps each under `vmap` than one shared step sequence, which every
+    configuration's switch-off time cuts."""
+    return isinstance(formulation, ParameterFormulation) and threads == 1
 
 
 def auto_formulation(problem, pair, dtype, rtol=None) -> AbstractFormulation:
