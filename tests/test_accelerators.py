@@ -14,6 +14,18 @@ import pytest
 ROOT = pathlib.Path(__file__).parents[1]
 
 
+def _one_cpu_device():
+    import jax
+
+    return jax.default_backend() == "cpu" and len(jax.devices()) == 1
+
+
+# Host threads are for a CPU with one JAX device; elsewhere a sweep never splits.
+one_cpu_device = pytest.mark.skipif(
+    not _one_cpu_device(), reason="host threads need a CPU with one JAX device"
+)
+
+
 def _python(code, env=None, cwd=None):
     done = subprocess.run(
         [sys.executable, "-c", code],
@@ -128,6 +140,7 @@ def test_sweep_with_predictions_on_every_core_finishes_and_agrees():
         np.testing.assert_allclose(results["2"][i], results["1"][i], rtol=0, atol=1e-7)
 
 
+@one_cpu_device
 @pytest.mark.parametrize(
     "size, cores, parts",
     [(16, 1, 1), (16, 2, 2), (16, 3, 2), (64, 8, 8), (6, 4, 1), (24, 4, 4), (4, 2, 1)],
@@ -175,6 +188,7 @@ def _threaded_sweep(monkeypatch, cores, problem=None):
     return ds, used
 
 
+@one_cpu_device
 def test_threaded_solves_equal_one_call(monkeypatch):
     """With two cores on one device a chunk's solves run in two host threads, and
     every configuration ends where the one-call sweep ends (rtol 1e-10: same steps
@@ -190,6 +204,7 @@ def test_threaded_solves_equal_one_call(monkeypatch):
     np.testing.assert_allclose(split.x_predicted, whole.x_predicted, rtol=0, atol=1e-12)
 
 
+@one_cpu_device
 def test_user_code_is_never_threaded(monkeypatch):
     """A user's problem (`jm.Problem`, which might call LAPACK: two such programs at
     once can deadlock XLA:CPU) runs its solves in one call, even with two cores."""
@@ -222,6 +237,7 @@ def test_map_parts_runs_each_part_in_the_callers_context():
     assert not map_parts(part, 16, 2)[1].any()
 
 
+@one_cpu_device
 @pytest.mark.parametrize("cores, strategy", [(1, "batched"), (2, "vmap")])
 def test_auto_strategy_for_the_parameter_flow_follows_the_cores(
     monkeypatch, cores, strategy
