@@ -271,13 +271,6 @@ def splits_over_cores(problem, pair, schedules) -> bool:
     )
 
 
-def _rows(tree, batched: bool, lo: int, hi: int):
-    """Rows `[lo, hi)` of the configuration axis of a batched tree (else the tree)."""
-    if not batched:
-        return tree
-    return jax.tree_util.tree_map(lambda x: x[lo:hi] if eqx.is_array(x) else x, tree)
-
-
 def _solve_and_predict(solver, problem_c, pair, schedules_c, w0_c, sub, n, mesh):
     common = (solver.formulation, problem_c, pair, schedules_c, w0_c)
     # On a CPU with one device, independent solves run in parts, one host thread per
@@ -308,10 +301,10 @@ def _solve_and_predict(solver, problem_c, pair, schedules_c, w0_c, sub, n, mesh)
         results = map_parts(
             lambda lo, hi: _solve_vmap(
                 solver.formulation,
-                _rows(problem_c, sub.problem, lo, hi),
+                sub.take(problem_c, sub.problem, slice(lo, hi)),
                 pair,
-                _rows(schedules_c, True, lo, hi),
-                _rows(w0_c, sub.w0, lo, hi),
+                sub.take(schedules_c, True, slice(lo, hi)),
+                sub.take(w0_c, sub.w0, slice(lo, hi)),
                 solver.t1,
                 solver.options,
                 part_batch(lo, hi),
