@@ -14,6 +14,7 @@ schedule:
     t_off: [10.0, 100.0, 32]
 t1: 200.0
 solver: {formulation: auto, rtol: 1e-6, atol: 1e-9, max_steps: 100000}  # auto | rowspace | dual | mirror | parameter
+                               # rtol/atol: omit for the defaults by precision (jm.sweep)
 sweep: {strategy: auto, chunk_size: 256, backend: auto}  # chunk_size: omit for adaptive chunks; backend: auto | xla | pallas
 precision: float64             # float64 | float32
 ```
