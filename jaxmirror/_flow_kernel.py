@@ -205,7 +205,9 @@ def solve_chunk(formulation, problem, pair, schedules, w0, t1, options, batch, m
             formulation, problem, pair, schedules, w0, t1, options, local_batch
         )
 
-    mapped = _shard_map(local, mesh, (specs,), shard)
+    from ._strategies import shard_map  # (imports this module)
+
+    mapped = shard_map(local, mesh, (specs,), shard)
     return mapped(dynamic)
 
 
@@ -235,18 +237,6 @@ def probe(formulation, problem, pair, schedules, w0, w0_batched, options):
         Batch(count, w0_batched, False),
         Mesh(np.array(jax.devices()[:1]), ("config",)),
     )
-
-
-def _shard_map(f, mesh, in_specs, out_specs):
-    """`jax.shard_map` (JAX >= 0.7), or its experimental form on older JAX; no
-    replication checks (a kernel launch has no rule for them)."""
-    if hasattr(jax, "shard_map"):
-        return jax.shard_map(
-            f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False
-        )
-    from jax.experimental.shard_map import shard_map
-
-    return shard_map(f, mesh, in_specs=in_specs, out_specs=out_specs, check_rep=False)
 
 
 def _solve_local(formulation, problem, pair, schedules, w0, t1, options, batch):

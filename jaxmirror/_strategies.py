@@ -13,7 +13,9 @@ Both strategies go through the formulation's `init`, `field` and `point`:
   failures stay per-configuration.
 
 A chunk's configuration axis is padded to a fixed size (so that a handful of compiled
-programs serve every chunk) and sharded over all devices (`jax.sharding`).
+programs serve every chunk) and sharded over all devices (`jax.sharding`); under
+`"vmap"` each device solves its shard in a loop of its own (`shard_map`), and on a
+CPU with one device the solves run in parts, one host thread per core (`_cores.py`).
 """
 
 import dataclasses
@@ -153,8 +155,7 @@ def _convergence(formulation, problem, final, status, t1, options, batch):
 _CONVERGENCE_BATCH = 256
 
 
-@eqx.filter_jit
-def _solve_vmap(formulation, problem, pair, schedules, w0, t1, options, batch):
+def _vmapped_solves(formulation, problem, pair, schedules, w0, t1, options, batch):
     """Independent solves, one per configuration, each with its own controller."""
     save = dfx.SubSaveAt(t1=True)
 
@@ -168,6 +169,56 @@ def _solve_vmap(formulation, problem, pair, schedules, w0, t1, options, batch):
 
     in_axes = (batch.axis(batch.problem), eqx.if_array(0), batch.axis(batch.w0))
     return eqx.filter_vmap(single, in_axes=in_axes)(problem, schedules, w0)
+
+
+@eqx.filter_jit
+def _solve_vmap(formulation, problem, pair, schedules, w0, t1, options, batch, mesh):
+    """Independent solves (`_vmapped_solves`) of a chunk sharded over `mesh`.
+
+    With several devices each solves its shard in a loop of its own (`shard_map`): a
+    vmapped while loop partitioned by XLA instead runs until every configuration of
+    every shard is done, the devices agreeing at every step (measured on 2 CPU
+    devices: no faster than one device, against 1.5x faster with a loop per device).
+    """
+    if mesh.size == 1:
+        return _vmapped_solves(
+            formulation, problem, pair, schedules, w0, t1, options, batch
+        )
+    dynamic, static = eqx.partition((problem, schedules, w0, t1), eqx.is_array)
+    shard, whole = PartitionSpec("config"), PartitionSpec()
+
+    def specs(tree, batched):
+        return jax.tree_util.tree_map(lambda _: shard if batched else whole, tree)
+
+    in_specs = (
+        specs(dynamic[0], batch.problem),
+        specs(dynamic[1], True),
+        specs(dynamic[2], batch.w0),
+        specs(dynamic[3], False),
+    )
+    local_batch = Batch(batch.size // mesh.size, batch.w0, batch.problem)
+
+    def local(dynamic):
+        problem, schedules, w0, t1 = eqx.combine(dynamic, static)
+        return _vmapped_solves(
+            formulation, problem, pair, schedules, w0, t1, options, local_batch
+        )
+
+    return shard_map(local, mesh, (in_specs,), shard)(dynamic)
+
+
+def shard_map(f, mesh, in_specs, out_specs):
+    """`jax.shard_map` (JAX >= 0.7), or its experimental form on older JAX; no
+    replication checks (diffrax's loops and a kernel launch have no rule for them)."""
+    if hasattr(jax, "shard_map"):
+        return jax.shard_map(
+            f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False
+        )
+    from jax.experimental.shard_map import shard_map as experimental
+
+    return experimental(
+        f, mesh, in_specs=in_specs, out_specs=out_specs, check_rep=False
+    )
 
 
 def _on_one_device(tree):
@@ -308,6 +359,7 @@ def _solve_and_predict(solver, problem_c, pair, schedules_c, w0_c, sub, n, mesh)
                 solver.t1,
                 solver.options,
                 part_batch(lo, hi),
+                mesh,
             ),
             sub.size,
             parts,
