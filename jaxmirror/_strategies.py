@@ -70,6 +70,7 @@ class ChunkSolver:
     predict: bool
     regime: bool | None  # see `prediction_regime`
     backend: str = "xla"  # or "pallas": the fused flow kernel
+    threaded: bool = False  # vmap solves may run in host threads (`splits_over_cores`)
 
 
 class Solved(typing.NamedTuple):
@@ -316,7 +317,7 @@ def _is_jaxmirror_type(obj) -> bool:
 def splits_over_cores(problem, pair, schedules) -> bool:
     """Whether a sweep's independent solves may run in host threads (`_cores.py`):
     only for jaxmirror's own linear problems, pairs and schedules (see
-    `_solve_and_predict`)."""
+    `_solve_and_predict`). Decided once per sweep, in `ChunkSolver.threaded`."""
     return type(problem) in _FIXED_PROBLEMS and all(
         _is_jaxmirror_type(obj) for obj in (pair, schedules)
     )
@@ -332,8 +333,7 @@ def _solve_and_predict(solver, problem_c, pair, schedules_c, w0_c, sub, n, mesh)
     # only jaxmirror's own problems, pairs and schedules, whose flows are GEMMs and
     # elementwise functions, run in threads; a user's code (a `jm.Problem`'s loss, a
     # pair or schedule of their own) might call LAPACK.
-    own = splits_over_cores(problem_c, pair, schedules_c)
-    parts = host_parts(sub.size) if own else 1
+    parts = host_parts(sub.size) if solver.threaded else 1
 
     def part_batch(lo, hi):
         return Batch(hi - lo, sub.w0, sub.problem)

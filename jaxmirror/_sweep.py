@@ -35,7 +35,7 @@ from ._formulations import as_formulation, prefers_shared_step
 from ._implicit_bias import prediction_regime
 from ._inputs import check_count, check_pair, check_point_of, check_schedule, check_t1
 from ._problems import as_problem, LeastSquares, Logistic
-from ._solve import solver_options
+from ._solve import solver_options, state_dtype
 from ._status import Status
 from ._store import fingerprint, SweepStore, variable_attributes
 from ._strategies import (
@@ -139,10 +139,13 @@ def _check_batch(problem, pair, schedules, w0):
 
 def _plan(problem, pair, schedules, w0, t1, batch, settings) -> _Plan:
     """Resolve and check every option before any computation."""
-    dtype = jnp.result_type(*jax.tree_util.tree_leaves(batch.take(w0, batch.w0, 0)))
     one_problem = batch.take(problem, batch.problem, 0)
     formulation = as_formulation(
-        settings["formulation"], one_problem, pair, dtype, settings["options"].rtol
+        settings["formulation"],
+        one_problem,
+        pair,
+        settings["dtype"],
+        settings["options"].rtol,
     )
     strategy = settings["strategy"]
     if strategy not in STRATEGIES:
@@ -169,13 +172,12 @@ def _plan(problem, pair, schedules, w0, t1, batch, settings) -> _Plan:
                 stacklevel=3,
             )
             backend = "xla"
+    threaded = splits_over_cores(one_problem, pair, schedules)
     if backend == "pallas":
         strategy = "kernel"
     elif strategy == "auto":
         on_cpu = jax.default_backend() == "cpu"
-        threads = (
-            host_threads() if splits_over_cores(one_problem, pair, schedules) else 1
-        )
+        threads = host_threads() if threaded else 1
         shared = on_cpu and prefers_shared_step(formulation, threads)
         strategy = "batched" if shared else "vmap"
     n_devices = len(jax.devices())
@@ -199,7 +201,14 @@ def _plan(problem, pair, schedules, w0, t1, batch, settings) -> _Plan:
     # configurations are grouped: they keep fixed units, reproducible run to run.
     adaptive = chunk_size is None and strategy == "vmap"
     solver = ChunkSolver(
-        formulation, strategy, t1, settings["options"], predict, regime, backend
+        formulation,
+        strategy,
+        t1,
+        settings["options"],
+        predict,
+        regime,
+        backend,
+        threaded,
     )
     return _Plan(solver, unit, adaptive, note)
 
@@ -501,7 +510,7 @@ def _sweep(store, problem, pair, schedules, w0, t1, kw):
     problem, schedules, w0, batch = _check_batch(problem, pair, schedules, w0)
     labels, truth = kw["labels"], kw["truth"]
     truth = _check_labels_and_truth(labels, truth, batch.size, problem.dim())
-    dtype = jnp.result_type(*jax.tree_util.tree_leaves(batch.take(w0, batch.w0, 0)))
+    dtype = state_dtype(batch.take(w0, batch.w0, 0))
     rtol, atol = precision_tolerances(dtype, kw["rtol"], kw["atol"], SWEEP_TOLERANCES)
     options = solver_options(
         kw["solver"],
@@ -511,7 +520,7 @@ def _sweep(store, problem, pair, schedules, w0, t1, kw):
         None,
         kw["stepsize_controller"],
     )
-    settings = dict(options=options)
+    settings = dict(options=options, dtype=dtype)
     settings.update(
         {
             k: kw[k]
