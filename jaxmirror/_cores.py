@@ -6,8 +6,8 @@ CPU device, `jm.sweep` splits each chunk into one part per core (`host_parts`) a
 solves the parts from as many host threads (`map_parts`): XLA:CPU executes a program
 in the thread that calls it, and the parts run side by side. Measured on a 2-core
 machine (`benchmarks/RESULTS.md`): a default K = 512 sweep takes 1.80 s against
-3.23 s in one thread. Only jaxmirror's own problems, pairs and schedules are split
-(`_strategies.py` says why).
+3.23 s in one thread. Only jaxmirror's own problems, pairs and schedules, under an
+explicit solver, are split (`_strategies.py` says why).
 
 `use_all_cores` is the other way: one JAX device per core, over which `jm.sweep`
 shards its chunks. JAX fixes its devices when it first computes anything, so it must

@@ -314,12 +314,16 @@ def _is_jaxmirror_type(obj) -> bool:
     return type(obj).__module__.split(".")[0] == "jaxmirror"
 
 
-def splits_over_cores(problem, pair, schedules) -> bool:
+def splits_over_cores(problem, pair, schedules, solver) -> bool:
     """Whether a sweep's independent solves may run in host threads (`_cores.py`):
-    only for jaxmirror's own linear problems, pairs and schedules (see
-    `_solve_and_predict`). Decided once per sweep, in `ChunkSolver.threaded`."""
-    return type(problem) in _FIXED_PROBLEMS and all(
-        _is_jaxmirror_type(obj) for obj in (pair, schedules)
+    only for jaxmirror's own linear problems, pairs and schedules, stepped by an
+    explicit Runge-Kutta solver (see `_solve_and_predict`: an implicit solver's
+    Newton iterations call LAPACK at every step). Decided once per sweep, in
+    `ChunkSolver.threaded`."""
+    return (
+        type(problem) in _FIXED_PROBLEMS
+        and all(_is_jaxmirror_type(obj) for obj in (pair, schedules))
+        and isinstance(solver, dfx.AbstractERK)
     )
 
 
@@ -331,8 +335,10 @@ def _solve_and_predict(solver, problem_c, pair, schedules_c, w0_c, sub, n, mesh)
     # their LAPACK solves inside loops deadlock XLA:CPU's thread pool when two of
     # their programs run at once (measured: the second chunk of a sweep hung). So
     # only jaxmirror's own problems, pairs and schedules, whose flows are GEMMs and
-    # elementwise functions, run in threads; a user's code (a `jm.Problem`'s loss, a
-    # pair or schedule of their own) might call LAPACK.
+    # elementwise functions, run in threads, and only under an explicit solver; a
+    # user's code (a `jm.Problem`'s loss, a pair or schedule of their own) might call
+    # LAPACK, and an implicit solver does (measured: Kvaerno5 in two threads hung at
+    # its first chunk, 0% CPU).
     parts = host_parts(sub.size) if solver.threaded else 1
 
     def part_batch(lo, hi):

@@ -172,7 +172,9 @@ def _plan(problem, pair, schedules, w0, t1, batch, settings) -> _Plan:
                 stacklevel=3,
             )
             backend = "xla"
-    threaded = splits_over_cores(one_problem, pair, schedules)
+    threaded = splits_over_cores(
+        one_problem, pair, schedules, settings["options"].solver
+    )
     if backend == "pallas":
         strategy = "kernel"
     elif strategy == "auto":

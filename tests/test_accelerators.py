@@ -156,8 +156,11 @@ def test_host_parts_one_per_core_in_equal_powers_of_two(
     assert _cores.host_parts(size) == parts
 
 
-def _threaded_sweep(monkeypatch, cores, problem=None):
-    """A small sweep with `cores` cores, and the parts each chunk's solves ran in."""
+def _threaded_sweep(monkeypatch, cores, problem=None, solver=None):
+    """A small sweep with `cores` cores, and the parts each chunk's solves ran in.
+
+    With a `solver`, threads are refused (an implicit solver in two threads can
+    deadlock XLA:CPU: a regression must fail here, not hang)."""
     import jax.numpy as jnp
 
     import jaxmirror as jm
@@ -168,6 +171,7 @@ def _threaded_sweep(monkeypatch, cores, problem=None):
 
     def spy(solve_part, size, parts):
         used.append(parts)
+        assert solver is None or parts == 1, "an implicit solver ran in threads"
         return _cores.map_parts(solve_part, size, parts)
 
     monkeypatch.setattr(_strategies, "map_parts", spy)
@@ -184,6 +188,7 @@ def _threaded_sweep(monkeypatch, cores, problem=None):
         rtol=1e-10,
         atol=1e-12,
         progress=False,
+        **({} if solver is None else {"solver": solver}),
     )
     return ds, used
 
@@ -216,6 +221,22 @@ def test_user_code_is_never_threaded(monkeypatch):
     ds, used = _threaded_sweep(monkeypatch, 2, problem=as_callable)
     assert used == [1]
     assert np.all(ds.status.values == 0)
+
+
+@one_cpu_device
+def test_implicit_solver_is_never_threaded(monkeypatch):
+    """An implicit solver (Kvaerno5: LAPACK in every Newton step) runs a chunk's
+    solves in one call even with two cores: two such programs at once hung XLA:CPU
+    (0% CPU at the first chunk). The sweep finishes with every configuration solved,
+    where the explicit solver's threaded sweep ends (rtol 1e-10)."""
+    import diffrax as dfx
+
+    ds, used = _threaded_sweep(monkeypatch, 2, solver=dfx.Kvaerno5())
+    assert used == [1]
+    assert np.all(ds.status.values == 0)
+    explicit, used_explicit = _threaded_sweep(monkeypatch, 2)
+    assert used_explicit == [2]
+    np.testing.assert_allclose(ds.x_final, explicit.x_final, rtol=0, atol=1e-7)
 
 
 def test_map_parts_runs_each_part_in_the_callers_context():
