@@ -180,8 +180,11 @@ def _solve_vmap(formulation, problem, pair, schedules, w0, t1, options, batch, m
     vmapped while loop partitioned by XLA instead runs until every configuration of
     every shard is done, the devices agreeing at every step (measured on 2 CPU
     devices: no faster than one device, against 1.5x faster with a loop per device).
+    Implicit solvers keep the partitioned loop: inside `shard_map`, lineax's linear
+    solves of their Newton steps reject their own operands ("pytree does not match
+    out_structure"); `_solve_and_predict` keeps them on one device on a CPU.
     """
-    if mesh.size == 1:
+    if mesh.size == 1 or not explicit(options.solver):
         return _vmapped_solves(
             formulation, problem, pair, schedules, w0, t1, options, batch
         )
@@ -314,6 +317,12 @@ def _is_jaxmirror_type(obj) -> bool:
     return type(obj).__module__.split(".")[0] == "jaxmirror"
 
 
+def explicit(solver) -> bool:
+    """Whether `solver` is an explicit Runge-Kutta method: no linear solves (LAPACK on
+    a CPU) inside its steps."""
+    return isinstance(solver, dfx.AbstractERK)
+
+
 def splits_over_cores(problem, pair, schedules, solver) -> bool:
     """Whether a sweep's independent solves may run in host threads (`_cores.py`):
     only for jaxmirror's own linear problems, pairs and schedules, stepped by an
@@ -323,7 +332,7 @@ def splits_over_cores(problem, pair, schedules, solver) -> bool:
     return (
         type(problem) in _FIXED_PROBLEMS
         and all(_is_jaxmirror_type(obj) for obj in (pair, schedules))
-        and isinstance(solver, dfx.AbstractERK)
+        and explicit(solver)
     )
 
 
@@ -354,6 +363,16 @@ def _solve_and_predict(solver, problem_c, pair, schedules_c, w0_c, sub, n, mesh)
             *common, jump_ts, solver.t1, solver.options, sub
         )
         results = (xs, status, steps, final) if bool(ok) else None
+    if (
+        results is None
+        and mesh.size > 1
+        and not explicit(solver.options.solver)
+        and jax.default_backend() == "cpu"
+    ):
+        # LAPACK inside a program partitioned over CPU devices deadlocks XLA:CPU
+        # (measured: Kvaerno5 on 2 devices hung, 0% CPU), so implicit steps run on one.
+        problem_c, schedules_c, w0_c = _on_one_device((problem_c, schedules_c, w0_c))
+        mesh = Mesh(np.array(jax.local_devices()[:1]), ("config",))
     if results is None:
         results = map_parts(
             lambda lo, hi: _solve_vmap(

@@ -11,6 +11,7 @@ parser.add_argument("--backend", default="xla")
 parser.add_argument("--out", default=None)
 parser.add_argument("--save", required=True)
 parser.add_argument("--chunk-size", type=int, default=8)
+parser.add_argument("--solver", default="Tsit5", help="a diffrax solver's name")
 parser.add_argument(
     "--processes", type=int, default=1, help="jax.distributed processes"
 )
@@ -33,6 +34,7 @@ if args.processes > 1:
         process_id=args.process_id,
     )
 
+import diffrax
 import jax.numpy as jnp
 import numpy as np
 
@@ -60,6 +62,7 @@ ds = jm.sweep(
     progress=False,
     rtol=1e-10,
     atol=1e-12,
+    solver=getattr(diffrax, args.solver)(),
 )
 np.savez(
     args.save,

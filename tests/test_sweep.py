@@ -19,14 +19,26 @@ import jaxmirror as jm
 WORKER = pathlib.Path(__file__).with_name("_sweep_worker.py")
 
 
-def _run_worker(tmp_path, name, **kwargs):
+def _run_worker(tmp_path, name, timeout=600, **kwargs):
     save = tmp_path / f"{name}.npz"
     command = [sys.executable, str(WORKER), "--save", str(save)]
     for key, value in kwargs.items():
         flag = "--" + key.replace("_", "-")
         command += [flag] if value is True else [flag, str(value)]
-    subprocess.run(command, check=True, capture_output=True, text=True, timeout=600)
+    subprocess.run(command, check=True, capture_output=True, text=True, timeout=timeout)
     return dict(np.load(save))
+
+
+def test_implicit_solver_on_two_devices_equals_one(tmp_path):
+    """An implicit solver (Kvaerno5) on two CPU devices finishes (LAPACK inside a
+    program partitioned over CPU devices hung, and `shard_map` broke lineax's solves)
+    and gives one device's numbers."""
+    one = _run_worker(tmp_path, "one", devices=1, solver="Kvaerno5")
+    two = _run_worker(tmp_path, "two", timeout=300, devices=2, solver="Kvaerno5")
+    assert np.all(one["status"] == 0)
+    np.testing.assert_array_equal(two["status"], one["status"])
+    for key in ("x_final", "x_predicted"):
+        np.testing.assert_allclose(two[key], one[key], rtol=0, atol=1e-12)
 
 
 def _free_port() -> int:
