@@ -337,7 +337,6 @@ def splits_over_cores(problem, pair, schedules, solver) -> bool:
 
 
 def _solve_and_predict(solver, problem_c, pair, schedules_c, w0_c, sub, n, mesh):
-    common = (solver.formulation, problem_c, pair, schedules_c, w0_c)
     # On a CPU with one device, independent solves run in parts, one host thread per
     # core (`_cores.py`). Not the batched strategy (its results depend on how
     # configurations are grouped), nor the convergence check and the predictions:
@@ -353,6 +352,16 @@ def _solve_and_predict(solver, problem_c, pair, schedules_c, w0_c, sub, n, mesh)
     def part_batch(lo, hi):
         return Batch(hi - lo, sub.w0, sub.problem)
 
+    if (
+        mesh.size > 1
+        and not explicit(solver.options.solver)
+        and jax.default_backend() == "cpu"
+    ):
+        # LAPACK inside a program partitioned over CPU devices deadlocks XLA:CPU
+        # (measured: Kvaerno5 on 2 devices hung, 0% CPU), so implicit steps run on one.
+        problem_c, schedules_c, w0_c = _on_one_device((problem_c, schedules_c, w0_c))
+        mesh = Mesh(np.array(jax.local_devices()[:1]), ("config",))
+    common = (solver.formulation, problem_c, pair, schedules_c, w0_c)
     results = None
     if solver.backend == "pallas":
         results = flow_kernel.solve_chunk(*common, solver.t1, solver.options, sub, mesh)
@@ -363,16 +372,6 @@ def _solve_and_predict(solver, problem_c, pair, schedules_c, w0_c, sub, n, mesh)
             *common, jump_ts, solver.t1, solver.options, sub
         )
         results = (xs, status, steps, final) if bool(ok) else None
-    if (
-        results is None
-        and mesh.size > 1
-        and not explicit(solver.options.solver)
-        and jax.default_backend() == "cpu"
-    ):
-        # LAPACK inside a program partitioned over CPU devices deadlocks XLA:CPU
-        # (measured: Kvaerno5 on 2 devices hung, 0% CPU), so implicit steps run on one.
-        problem_c, schedules_c, w0_c = _on_one_device((problem_c, schedules_c, w0_c))
-        mesh = Mesh(np.array(jax.local_devices()[:1]), ("config",))
     if results is None:
         results = map_parts(
             lambda lo, hi: _solve_vmap(
