@@ -49,3 +49,17 @@ def test_float32_benchmark_small():
     rows = [line for line in out.splitlines() if line.startswith("| (12, 30)")]
     assert [row.split(" | ")[1] for row in rows] == ["float64", "float32"]
     assert "rowspace (vmap)" in rows[1] and rows[1].endswith("| 8/8 |")
+
+
+def test_default_path_benchmark_small():
+    """Fresh processes, then rounds that alternate the sweep with scipy's loop on
+    configurations spread over the grid (alpha = 0 and alpha = 0.1 both sampled);
+    jaxmirror's final points agree with scipy's to within the tolerances' reach."""
+    import re
+
+    out = _run("default_path.py", "--configs", "16", "--scipy-configs", "3")
+    assert "process 2 (cache warm)" in out
+    assert "in 3 rounds between scipy loops" in out
+    assert "3 configurations spread over the grid" in out
+    diff = float(re.search(r"max \|x diff\| ([0-9.e+-]+)", out).group(1))
+    assert diff <= 1e-4
