@@ -42,6 +42,7 @@ from ._strategies import (
     Batch,
     ChunkSolver,
     devices_mesh,
+    explicit,
     run_chunk,
     splits_over_cores,
 )
@@ -180,7 +181,13 @@ def _plan(problem, pair, schedules, w0, t1, batch, settings) -> _Plan:
     elif strategy == "auto":
         on_cpu = jax.default_backend() == "cpu"
         threads = host_threads() if threaded else 1
-        shared = on_cpu and prefers_shared_step(formulation, threads)
+        # An implicit solver's Newton steps would factor the Jacobian of the whole
+        # batch's state: (K x state size)^2 entries, so it never shares a step.
+        shared = (
+            on_cpu
+            and explicit(settings["options"].solver)
+            and prefers_shared_step(formulation, threads)
+        )
         strategy = "batched" if shared else "vmap"
     n_devices = len(jax.devices())
     chunk_size = settings["chunk_size"]

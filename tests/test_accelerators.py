@@ -285,3 +285,41 @@ def test_auto_strategy_for_the_parameter_flow_follows_the_cores(
     )
     assert ds.attrs["strategy"] == strategy
     assert np.all(ds.status.values == 0)
+
+
+@one_cpu_device
+def test_auto_strategy_never_batches_an_implicit_solver(monkeypatch):
+    """With one core the parameter flow would share a step, but not under an implicit
+    solver: its Newton steps would factor the Jacobian of the whole batch's state.
+    The independent solves match the explicit solver's (rtol 1e-9)."""
+    import diffrax as dfx
+    import jax.numpy as jnp
+
+    import jaxmirror as jm
+    from jaxmirror import _cores
+
+    monkeypatch.setattr(_cores, "available_cores", lambda: 1)
+    problem, _ = jm.datasets.sparse_regression(n=20, d=8, sparsity=2, seed=1)
+    pair = jm.Hadamard()
+    runs = {
+        name: jm.sweep(
+            problem,
+            pair,
+            jm.SwitchOff(np.linspace(0, 0.1, 8), np.full(8, 5.0)),
+            pair.init(jnp.zeros(20)),
+            20.0,
+            formulation="parameter",
+            solver=solver,
+            rtol=1e-9,
+            atol=1e-11,
+            predict=False,
+            progress=False,
+        )
+        for name, solver in (("implicit", dfx.Kvaerno5()), ("explicit", dfx.Tsit5()))
+    }
+    assert runs["implicit"].attrs["strategy"] == "vmap"
+    assert runs["explicit"].attrs["strategy"] == "batched"
+    assert np.all(runs["implicit"].status.values == 0)
+    np.testing.assert_allclose(
+        runs["implicit"].x_final, runs["explicit"].x_final, rtol=0, atol=1e-6
+    )
