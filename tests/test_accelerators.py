@@ -258,13 +258,8 @@ def test_map_parts_runs_each_part_in_the_callers_context():
     assert not map_parts(part, 16, 2)[1].any()
 
 
-@one_cpu_device
-@pytest.mark.parametrize("cores, strategy", [(1, "batched"), (2, "vmap")])
-def test_auto_strategy_for_the_parameter_flow_follows_the_cores(
-    monkeypatch, cores, strategy
-):
-    """The parameter flow's shared-step batch only where solves run in one thread
-    (measured: equal there; independent solves win in two threads)."""
+def _parameter_sweep(monkeypatch, cores, **options):
+    """A small sweep of the parameter flow with `cores` cores and `strategy="auto"`."""
     import jax.numpy as jnp
 
     import jaxmirror as jm
@@ -273,7 +268,7 @@ def test_auto_strategy_for_the_parameter_flow_follows_the_cores(
     monkeypatch.setattr(_cores, "available_cores", lambda: cores)
     problem, _ = jm.datasets.sparse_regression(n=20, d=8, sparsity=2, seed=1)
     pair = jm.Hadamard()
-    ds = jm.sweep(
+    return jm.sweep(
         problem,
         pair,
         jm.SwitchOff(np.linspace(0, 0.1, 8), np.full(8, 5.0)),
@@ -282,7 +277,18 @@ def test_auto_strategy_for_the_parameter_flow_follows_the_cores(
         formulation="parameter",
         predict=False,
         progress=False,
+        **options,
     )
+
+
+@one_cpu_device
+@pytest.mark.parametrize("cores, strategy", [(1, "batched"), (2, "vmap")])
+def test_auto_strategy_for_the_parameter_flow_follows_the_cores(
+    monkeypatch, cores, strategy
+):
+    """The parameter flow's shared-step batch only where solves run in one thread
+    (measured: equal there; independent solves win in two threads)."""
+    ds = _parameter_sweep(monkeypatch, cores)
     assert ds.attrs["strategy"] == strategy
     assert np.all(ds.status.values == 0)
 
@@ -293,33 +299,11 @@ def test_auto_strategy_never_batches_an_implicit_solver(monkeypatch):
     solver: its Newton steps would factor the Jacobian of the whole batch's state.
     The independent solves match the explicit solver's (rtol 1e-9)."""
     import diffrax as dfx
-    import jax.numpy as jnp
 
-    import jaxmirror as jm
-    from jaxmirror import _cores
-
-    monkeypatch.setattr(_cores, "available_cores", lambda: 1)
-    problem, _ = jm.datasets.sparse_regression(n=20, d=8, sparsity=2, seed=1)
-    pair = jm.Hadamard()
-    runs = {
-        name: jm.sweep(
-            problem,
-            pair,
-            jm.SwitchOff(np.linspace(0, 0.1, 8), np.full(8, 5.0)),
-            pair.init(jnp.zeros(20)),
-            20.0,
-            formulation="parameter",
-            solver=solver,
-            rtol=1e-9,
-            atol=1e-11,
-            predict=False,
-            progress=False,
-        )
-        for name, solver in (("implicit", dfx.Kvaerno5()), ("explicit", dfx.Tsit5()))
-    }
-    assert runs["implicit"].attrs["strategy"] == "vmap"
-    assert runs["explicit"].attrs["strategy"] == "batched"
-    assert np.all(runs["implicit"].status.values == 0)
-    np.testing.assert_allclose(
-        runs["implicit"].x_final, runs["explicit"].x_final, rtol=0, atol=1e-6
-    )
+    tight = dict(rtol=1e-9, atol=1e-11)
+    implicit = _parameter_sweep(monkeypatch, 1, solver=dfx.Kvaerno5(), **tight)
+    explicit = _parameter_sweep(monkeypatch, 1, solver=dfx.Tsit5(), **tight)
+    assert implicit.attrs["strategy"] == "vmap"
+    assert explicit.attrs["strategy"] == "batched"
+    assert np.all(implicit.status.values == 0)
+    np.testing.assert_allclose(implicit.x_final, explicit.x_final, rtol=0, atol=1e-6)
