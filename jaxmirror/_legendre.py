@@ -83,37 +83,43 @@ def _arcsinh_ratio(x: Array, log_c: Array) -> Array:
     return jnp.where(far, value_far, value_near)
 
 
-def _half_exp_and_expm1(s: Array, log_c: Array) -> tuple[Array, Array]:
-    r"""$\tfrac c2 e^{|s|}$ and $e^{-2|s|} - 1$: the two transcendental factors that
-    $c\sinh s$ and $c\cosh s$ share."""
+def _half_exp_and_cosh_factor(s: Array, log_c: Array) -> tuple[Array, Array, Array]:
+    r"""$\tfrac c2 e^{|s|}$ and $1 + e^{-2|s|} = 2 / (1 + \tanh|s|)$, with $\tanh|s|$:
+    the transcendental factors that $c\sinh s$ and $c\cosh s$ share."""
     magnitude = jnp.abs(s)
-    return jnp.exp(magnitude + log_c - _LOG2), jnp.expm1(-2.0 * magnitude)
+    tanh = jnp.tanh(magnitude)
+    return jnp.exp(magnitude + log_c - _LOG2), 2.0 / (1.0 + tanh), tanh
 
 
 @jax.custom_jvp
 def _scaled_sinh(s: Array, log_c: Array) -> Array:
     r"""$c \sinh(s)$ for $c = e^{\log c}$, finite wherever the product is representable.
 
-    One branch for every $s$: $c\sinh|s| = e^{|s| + \log c - \log 2}\,(1 - e^{-2|s|})$,
-    with `expm1` for the second factor, is accurate to a few ulps from $|s| = 0$ to
-    overflow (the relative error of $e^{|s| + \log c}$ is that of its argument). It is
-    the hot spot of the dual vector fields, so it uses two transcendental functions and
-    no `where` (which would evaluate both branches of a two-branch formula).
+    One branch for every $s$:
+    $$c\sinh|s| = e^{|s| + \log c - \log 2}\,(1 - e^{-2|s|}), \qquad
+    1 - e^{-2|s|} = \frac{2\tanh|s|}{1 + \tanh|s|},$$
+    accurate to a few ulps from $|s| = 0$ to overflow (the relative error of
+    $e^{|s| + \log c}$ is that of its argument; $\tanh$ keeps the second factor's
+    relative accuracy as $|s| \to 0$, as `expm1` would). It is the hot spot of the
+    dual vector fields, so it uses two transcendental functions, the cheapest pair
+    (on XLA:CPU, float64: `tanh` costs 0.6 and `expm1` 1.7 `exp`s), and no `where`
+    (which would evaluate both branches of a two-branch formula).
     """
-    half_exp, expm1 = _half_exp_and_expm1(s, log_c)
-    return jnp.copysign(half_exp * -expm1, s)
+    half_exp, cosh_factor, tanh = _half_exp_and_cosh_factor(s, log_c)
+    return jnp.copysign(half_exp * tanh * cosh_factor, s)
 
 
 @_scaled_sinh.defjvp
 def _scaled_sinh_jvp(primals, tangents):
     # The formula above has the derivative 0 at s = 0 (through sign and |s|); the true
-    # derivative in s is c cosh(s) = (c/2) e^{|s|} (2 + expm1(-2|s|)), and in log c it
-    # is the value itself. Both reuse the value's two transcendental factors.
+    # derivative in s is c cosh(s) = (c/2) e^{|s|} (1 + e^{-2|s|}), and in log c it
+    # is the value itself. Both reuse the value's transcendental factors.
     s, log_c = primals
     ds, dlog_c = tangents
-    half_exp, expm1 = _half_exp_and_expm1(s, log_c)
-    value = jnp.copysign(half_exp * -expm1, s)
-    return value, half_exp * (2.0 + expm1) * ds + value * dlog_c
+    half_exp, cosh_factor, tanh = _half_exp_and_cosh_factor(s, log_c)
+    cosh = half_exp * cosh_factor
+    value = jnp.copysign(cosh * tanh, s)
+    return value, cosh * ds + value * dlog_c
 
 
 class HyperbolicEntropy(AbstractLegendre):

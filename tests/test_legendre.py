@@ -82,6 +82,27 @@ def test_hyperbolic_entropy_against_mpmath(log_c):
     np.testing.assert_allclose(got_x[finite], expected_x[finite], rtol=1e-12)
 
 
+def test_inverse_map_is_accurate_to_a_few_ulps_near_zero():
+    r"""$c\sinh s$ and its derivative $c\cosh s$ at 50 digits for $10^{-15} \le |s| \le 20$,
+    where $1 - e^{-2|s|}$ cancels unless it is evaluated in a form that keeps its
+    relative accuracy: within 4 ulps (the exponential's own error included)."""
+    rng = np.random.default_rng(0)
+    s = 10 ** rng.uniform(-15, np.log10(20.0), 300) * rng.choice([-1.0, 1.0], 300)
+    log_c = -3.0
+    leg = jm.HyperbolicEntropy(log_c0=jnp.full(s.size, log_c), k=1.0)
+    got = np.asarray(leg.grad_inverse(jnp.asarray(s), 0.0))
+    got_slope = np.asarray(
+        jax.jvp(lambda t: leg.grad_inverse(t, 0.0), (s,), (np.ones_like(s),))[1]
+    )
+    mpmath.mp.dps = 50
+    c = mpmath.exp(log_c)
+    expected = [float(c * mpmath.sinh(mpmath.mpf(float(v)))) for v in s]
+    expected_slope = [float(c * mpmath.cosh(mpmath.mpf(float(v)))) for v in s]
+    eps = np.finfo(np.float64).eps
+    np.testing.assert_allclose(got, expected, rtol=4 * eps, atol=0)
+    np.testing.assert_allclose(got_slope, expected_slope, rtol=4 * eps, atol=0)
+
+
 def test_scale_decays_with_a():
     """c_a = c_0 e^{2a}: the Hadamard invariant m^2 - w^2 decays at exactly this rate."""
     pair = jm.Hadamard()
