@@ -126,8 +126,9 @@ def default_tol() -> float:
     return max(1e-12, 100 * float(jnp.finfo(float_dtype()).eps))
 
 
-def _newton_dual(legendre, theta0, a_inf, Z, y, tol, max_iter):
-    r"""Maximise the dual $D(\lambda)$; return $\lambda^*$ and a status code."""
+def _newton_dual(legendre, theta0, a_inf, Z, y, tol, max_iter, lam_guess):
+    r"""Maximise the dual $D(\lambda)$ from `lam_guess` (from 0 where that is higher or
+    the guess is not finite); return $\lambda^*$ and a status code."""
 
     def x_of(lam):
         return legendre.grad_inverse(theta0 + Z.T @ lam, a_inf)
@@ -177,7 +178,10 @@ def _newton_dual(legendre, theta0, a_inf, Z, y, tol, max_iter):
         res = jnp.max(jnp.abs(residual(lam)))
         return lam, it + 1, res, s
 
-    lam0 = jnp.zeros_like(y)
+    zero = jnp.zeros_like(y)
+    d_guess = dual(lam_guess)
+    better = jnp.all(jnp.isfinite(lam_guess)) & jnp.isfinite(d_guess)
+    lam0 = jnp.where(better & (d_guess >= dual(zero)), lam_guess, zero)
     res0 = jnp.max(jnp.abs(residual(lam0)))
     lam, _, res, _ = jax.lax.while_loop(
         cond, body, (lam0, jnp.array(0), res0, jnp.ones_like(res0))
@@ -192,18 +196,38 @@ def _newton_dual(legendre, theta0, a_inf, Z, y, tol, max_iter):
     return lam, status
 
 
-def constrained_limit(legendre, theta0, a_inf, problem, tol, max_iter):
+def _multiplier_guess(legendre, theta0, a, Z, x_guess):
+    r"""The $\lambda$ whose $\theta_0 + Z^\top\lambda$ is closest to $\nabla R_a$ at
+    `x_guess`: the normal equations $ZZ^\top\lambda = Z(\nabla R_a(x) - \theta_0)$."""
+    gram = Z @ Z.T
+    ridge = 1e-13 * jnp.trace(gram) / gram.shape[0]  # as in the Newton step
+    rhs = Z @ (legendre.grad(x_guess, a) - theta0)
+    return jnp.linalg.solve(
+        gram + ridge * jnp.eye(gram.shape[0], dtype=gram.dtype), rhs
+    )
+
+
+def constrained_limit(legendre, theta0, a_inf, problem, tol, max_iter, x_guess=None):
     r"""$\arg\min_x R_{a}(x) - \langle\theta_0, x\rangle$ s.t. $Zx = y$, and a status.
 
-    `a_inf` may be a scalar or one value per coordinate.
+    `a_inf` may be a scalar or one value per coordinate. `x_guess` (optional) is a
+    point near the answer, such as where a flow ended: Newton's method starts from
+    its multiplier when the dual is higher there than at 0. The answer is the same
+    to the tolerance, in fewer iterations (a (40, 100) sparse-recovery sweep: up to
+    20 from 0, up to 8 and mostly 1 to 5 from where its flows ended at T = 200).
     """
     Z, y = problem.Z, problem.y
+    if x_guess is None:
+        lam_guess = jnp.zeros_like(y)
+    else:
+        lam_guess = _multiplier_guess(
+            *jax.lax.stop_gradient((legendre, theta0, a_inf, Z, x_guess))
+        )
 
     def root_fn(lam):
         return Z @ legendre.grad_inverse(theta0 + Z.T @ lam, a_inf) - y
 
     def newton(_, guess):
-        del guess
         lam, status = _newton_dual(
             jax.lax.stop_gradient(legendre),
             jax.lax.stop_gradient(theta0),
@@ -212,6 +236,7 @@ def constrained_limit(legendre, theta0, a_inf, problem, tol, max_iter):
             jax.lax.stop_gradient(y),
             tol,
             max_iter,
+            guess,
         )
         # The status travels as a float: custom_root's aux output gets a (zero) tangent.
         return lam, status.astype(lam.dtype)
@@ -220,7 +245,7 @@ def constrained_limit(legendre, theta0, a_inf, problem, tol, max_iter):
         return jnp.linalg.solve(jax.jacfwd(linear)(rhs), rhs)
 
     lam, status = jax.lax.custom_root(
-        root_fn, jnp.zeros_like(y), newton, tangent_solve, has_aux=True
+        root_fn, lam_guess, newton, tangent_solve, has_aux=True
     )
     x = legendre.grad_inverse(theta0 + Z.T @ lam, a_inf)
     return x, jax.lax.stop_gradient(status).astype(jnp.int32)
@@ -359,15 +384,23 @@ def _penalised_jit(problem, pair, schedule, x0, tol, max_iter):
 
 
 @eqx.filter_jit
-def _implicit_bias(problem, pair, schedule, x0, args, tol, max_iter, regime):
+def _implicit_bias(
+    problem, pair, schedule, x0, args, tol, max_iter, regime, x_guess=None
+):
     """The limit for one configuration; `regime` as returned by `prediction_regime`,
-    `args` the `LegendreArgs` of the initialisation (None in the penalised regime)."""
+    `args` the `LegendreArgs` of the initialisation (None in the penalised regime),
+    `x_guess` an optional starting point for the constrained limit's Newton method
+    (where a flow ended). The penalised limit starts from 0: FISTA's answer moves
+    with its start by up to its stopping tolerance's worth (1e-10 measured), more
+    than a sweep's prediction may differ from `implicit_bias`'s."""
 
     def interpolating():
         iters = 200 if max_iter is None else max_iter
         a_inf = schedule.a_inf()
         a = jnp.where(jnp.isfinite(a_inf), a_inf, 0.0)
-        return constrained_limit(args.legendre, args.theta0, a, problem, tol, iters)
+        return constrained_limit(
+            args.legendre, args.theta0, a, problem, tol, iters, x_guess
+        )
 
     def penalised():
         iters = 200_000 if max_iter is None else max_iter

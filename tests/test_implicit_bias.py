@@ -8,6 +8,8 @@ import scipy.optimize
 from sklearn.linear_model import Lasso
 
 import jaxmirror as jm
+from jaxmirror._formulations._legendre_args import legendre_args
+from jaxmirror._implicit_bias import constrained_limit, default_tol
 
 from .helpers import CLOSED_FORM_PAIRS, domain, PAIR_IDS, random_instance
 
@@ -157,3 +159,70 @@ def test_bad_problems_raise():
     tall = jm.LeastSquares(jnp.ones((5, 3)), jnp.ones(5))
     with pytest.raises(ValueError, match="d <= n"):
         jm.implicit_bias(tall, pair, jm.SwitchOff(0.1, 1.0), w0)
+
+
+def _switch_off_case():
+    """A wide sparse-recovery instance with strong weight decay, and its limit's inputs."""
+    problem, _ = jm.datasets.sparse_regression(n=30, d=12, sparsity=3, seed=0)
+    pair = jm.Hadamard()
+    schedule = jm.SwitchOff(0.1, 40.0)
+    w0 = pair.init(jnp.zeros(30), scale=0.5)
+    args = legendre_args(pair, schedule, w0)
+    return problem, args.legendre, args.theta0, schedule.a_inf()
+
+
+@pytest.mark.parametrize(
+    "guess",
+    ["limit", "flow", "non-finite", "far"],
+)
+def test_constrained_limit_from_a_guess_is_the_limit_from_zero(guess):
+    """Newton's method started from a point's multiplier (a sweep starts it where each
+    flow ended) finds the limit it finds from 0, to the tolerance; a non-finite or poor
+    guess falls back to 0. Started at the limit itself it needs one iteration, where
+    from 0 it needs many: the guess is used."""
+    problem, legendre, theta0, a_inf = _switch_off_case()
+    tol = default_tol()
+    cold, status = constrained_limit(legendre, theta0, a_inf, problem, tol, 200)
+    assert int(status) == jm.BiasStatus.CONVERGED
+    x_guess = {
+        "limit": cold,
+        # where a flow that has not quite converged ends
+        "flow": cold + 1e-3 * np.sin(np.arange(cold.size)),
+        "non-finite": jnp.full_like(cold, jnp.inf),
+        "far": jnp.full_like(cold, 1e3),
+    }[guess]
+    warm, status = constrained_limit(
+        legendre, theta0, a_inf, problem, tol, 200, x_guess
+    )
+    assert int(status) == jm.BiasStatus.CONVERGED
+    # Both stop at a constraint residual within 1e-12 (relative); their points then
+    # agree to that residual times the problem's conditioning (3.5e-12 measured).
+    np.testing.assert_allclose(warm, cold, rtol=0, atol=1e-10)
+    if guess == "limit":
+        _, one_step = constrained_limit(
+            legendre, theta0, a_inf, problem, tol, 1, x_guess
+        )
+        _, one_cold = constrained_limit(legendre, theta0, a_inf, problem, tol, 1)
+        assert int(one_step) == jm.BiasStatus.CONVERGED
+        assert int(one_cold) == jm.BiasStatus.MAX_ITERATIONS
+
+
+def test_constrained_limit_gradient_does_not_flow_through_the_guess():
+    """The limit's derivative (implicit function theorem) is the same with a guess,
+    and the guess itself gets a zero gradient."""
+    problem, legendre, theta0, a_inf = _switch_off_case()
+    tol = default_tol()
+    cold, _ = constrained_limit(legendre, theta0, a_inf, problem, tol, 200)
+
+    def loss(theta, guess):
+        x, _ = constrained_limit(legendre, theta, a_inf, problem, tol, 200, guess)
+        return jnp.sum(x**2)
+
+    g_theta, g_guess = jax.grad(loss, argnums=(0, 1))(theta0, cold)
+    g_cold = jax.grad(
+        lambda th: jnp.sum(
+            constrained_limit(legendre, th, a_inf, problem, tol, 200)[0] ** 2
+        )
+    )(theta0)
+    np.testing.assert_allclose(g_theta, g_cold, rtol=1e-9, atol=1e-12)
+    assert not np.any(np.asarray(g_guess))
