@@ -4,11 +4,13 @@ simulated errors agree with the predicted ones cell by cell."""
 
 import pathlib
 
+import jax.numpy as jnp
 import nbformat
 import numpy as np
 import pytest
 from nbclient import NotebookClient
 
+import jaxmirror as jm
 from jaxmirror import cli
 from jaxmirror.experiments import sparse
 
@@ -83,3 +85,25 @@ def test_reproduce_rejects_unknown_names(tmp_path):
         reproduce("imagenet", scale="tiny", out=tmp_path)
     with pytest.raises(ValueError, match="`scale` must be one of"):
         reproduce("sparse", scale="huge", out=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [jm.Constant(0.0), jm.Constant(0.1), jm.SwitchOff(0.1, 50.0)],
+    ids=["none", "constant", "switch-off"],
+)
+def test_sample_complexity_pads_problems_without_changing_their_limits(schedule):
+    """The sample-complexity curves solve problems of several d in one padded batch:
+    each limit is `jm.implicit_bias` of the unpadded problem (zero rows are vacuous
+    constraints and add nothing to the loss)."""
+    pair, n = jm.Hadamard(), 30
+    problems = [
+        jm.datasets.sparse_regression(n=n, d=d, seed=100 + seed)[0]
+        for d in (8, 16)
+        for seed in range(2)
+    ]
+    w0 = pair.init(jnp.zeros(n), scale=1.0)
+    batched = sparse.padded_limits(pair, schedule, problems, 20, w0)
+    for problem, x in zip(problems, batched):
+        expected = jm.implicit_bias(problem, pair, schedule, w0)
+        np.testing.assert_allclose(x, expected, rtol=0, atol=1e-10)
