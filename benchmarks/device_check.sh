@@ -45,7 +45,7 @@ if [ "$SMOKE" = 1 ]; then
   DEMO=(-c "import jax; jax.config.update('jax_enable_x64', True)
 from jaxmirror import demo; r = demo.run(t1=300.0); print(r['rows'])")
   SCALE=tiny
-  REPRODUCE=(range)
+  REPRODUCE=(range:30)
 else
   TESTS=(tests/test_solve.py tests/test_deep_pairs.py tests/test_implicit_bias.py
     tests/test_legendre.py tests/test_gradients.py tests/test_matrix.py
@@ -56,7 +56,12 @@ else
   DISCRETE=(benchmarks/discrete_speed.py --configs 65536 --steps 20000)
   DEMO=(-m jaxmirror.demo --out "$OUT/demo.png")
   SCALE=full
-  REPRODUCE=(all)
+  # Every experiment of `reproduce all`, one stage each (its own limit: a slow one no
+  # longer stops the rest), cheapest first by their 2-core CPU costs at --scale full
+  # (benchmarks/RESULTS.md: range 11 s, lora 27 s, attention 32 s, positional 39 s,
+  # deep 75 s; sparse, matrix and vit over 7 min). Limits sum to the 135 s left.
+  REPRODUCE=(range:10 lora:15 attention:15 positional:15 deep:20 sparse:30 matrix:15
+    vit:15)
 fi
 
 stage environment 20 "$PYTHON" -c "
@@ -71,8 +76,8 @@ stage discrete_benchmark 45 "$PYTHON" "${DISCRETE[@]}"
 # Twice, in fresh processes: the second one's compilations come from the cache.
 stage demo_first 40 "$PYTHON" "${DEMO[@]}"
 stage demo_second 40 "$PYTHON" "${DEMO[@]}"
-for name in "${REPRODUCE[@]}"; do
-  stage "reproduce_$name" 135 "$PYTHON" -m jaxmirror.cli reproduce "$name" --scale "$SCALE" \
-    --out "$OUT/reproduce"
+for item in "${REPRODUCE[@]}"; do  # NAME:SECONDS
+  stage "reproduce_${item%%:*}" "${item##*:}" "$PYTHON" -m jaxmirror.cli reproduce \
+    "${item%%:*}" --scale "$SCALE" --out "$OUT/reproduce"
 done
 echo "done: $OUT/summary.txt" | tee -a "$OUT/summary.txt"
