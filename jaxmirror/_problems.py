@@ -168,8 +168,9 @@ class MatrixSensing(AbstractLinearProblem):
 
     @property
     def shape(self) -> tuple[int, int]:
-        """The shape (n1, n2) of the matrices measured."""
-        return self.A.shape[1:]
+        """The shape (n1, n2) of the matrices measured (the last two axes of `A`, so
+        that a batch of problems, as `jm.sweep` takes, has it too)."""
+        return self.A.shape[-2:]
 
     def design(self):
         """The measurements as a d x (n1 n2) matrix acting on vec(X)."""
@@ -183,7 +184,7 @@ class MatrixSensing(AbstractLinearProblem):
         return 0.5 * jnp.dot(r, r)
 
     def dim(self):
-        return self.A.shape[1] * self.A.shape[2]
+        return self.A.shape[-2] * self.A.shape[-1]
 
     def prediction_lipschitz(self):
         return 1.0

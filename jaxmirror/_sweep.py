@@ -34,7 +34,7 @@ from ._flow_kernel import choose_sweep_backend, probe as flow_kernel_probe
 from ._formulations import as_formulation, prefers_shared_step
 from ._implicit_bias import prediction_regime
 from ._inputs import check_count, check_pair, check_point_of, check_schedule, check_t1
-from ._problems import as_problem, LeastSquares, Logistic
+from ._problems import as_problem, LeastSquares, Logistic, MatrixSensing
 from ._solve import solver_options, state_dtype
 from ._status import Status
 from ._store import fingerprint, SweepStore, variable_attributes
@@ -98,11 +98,24 @@ def _broadcast_schedules(schedules):
 
 
 def _is_batched_w0(pair, w0) -> bool:
-    """Whether `w0` carries a configuration axis: g(w0) has two axes instead of one."""
-    try:
-        return len(jax.eval_shape(pair.g, w0).shape) == 2
-    except Exception:  # noqa: BLE001 - `check_point_of` reports it with the argument
-        return False
+    """Whether `w0` carries a configuration axis: g(w0) has two axes instead of one,
+    or, for a pair whose g takes only one point (a matrix factorization's U U^T),
+    g mapped over the leading axis does."""
+    for g in (pair.g, jax.vmap(pair.g)):
+        try:
+            return len(jax.eval_shape(g, w0).shape) == 2
+        except Exception:  # noqa: BLE001, PERF203 - `check_point_of` reports it
+            continue
+    return False
+
+
+def _is_batched_problem(problem) -> bool:
+    """Whether a jaxmirror linear problem carries a configuration axis: its
+    measurements `y` have two axes (a batch built with `jax.vmap` of its constructor,
+    or `LeastSquares` / `Logistic` with a 3-d `Z`)."""
+    return isinstance(problem, LeastSquares | Logistic | MatrixSensing) and (
+        problem.y.ndim == 2
+    )
 
 
 def _check_batch(problem, pair, schedules, w0):
@@ -114,16 +127,14 @@ def _check_batch(problem, pair, schedules, w0):
     w0_batched = _is_batched_w0(pair, w0)
     w0 = check_point_of(problem, pair, w0, batched=w0_batched)
     schedules, size = _broadcast_schedules(schedules)
-    problem_batched = (
-        isinstance(problem, LeastSquares | Logistic) and problem.Z.ndim == 3
-    )
+    problem_batched = _is_batched_problem(problem)
     for name, batched, lead in (
         (
             "w0",
             w0_batched,
             jax.eval_shape(jax.vmap(pair.g), w0).shape[0] if w0_batched else None,
         ),
-        ("problem", problem_batched, problem.Z.shape[0] if problem_batched else None),
+        ("problem", problem_batched, problem.y.shape[0] if problem_batched else None),
     ):
         if batched and lead != size:
             raise ValueError(
@@ -434,8 +445,9 @@ def sweep(
 
     **Arguments:**
 
-    - `problem`: a problem, or a `LeastSquares`/`Logistic` whose `Z` and `y` carry a
-      leading configuration axis (one instance per configuration).
+    - `problem`: a problem, or a `LeastSquares`, `Logistic` or `MatrixSensing` whose
+      arrays carry a leading configuration axis (one instance per configuration),
+      built by mapping its constructor: `eqx.filter_vmap(jm.LeastSquares)(Zs, ys)`.
     - `pair`, `t1`: as for `jm.solve`.
     - `schedules`: a schedule whose parameters have a leading axis of length K
       (scalar parameters are shared by every configuration).

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import diffrax as dfx
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -106,6 +107,65 @@ def _instance():
     problem, x_star = jm.datasets.sparse_regression(n=30, d=12, sparsity=3, seed=4)
     pair = jm.Hadamard()
     return problem, pair, pair.init(jnp.zeros(30), scale=1.0), x_star
+
+
+def _stack(trees):
+    return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def _batched_instances(kind):
+    """Three instances of one problem family as one batched problem (the problem's
+    constructor mapped over a leading axis), with their own w0 and schedules."""
+    if kind == "least_squares":
+        data = [jm.datasets.sparse_regression(n=20, d=8, seed=s) for s in range(3)]
+        problems = [problem for problem, _ in data]
+        pair = jm.Hadamard()
+        w0s = [pair.init(jnp.zeros(20), scale=s) for s in (0.5, 1.0, 2.0)]
+        batched = eqx.filter_vmap(jm.LeastSquares)(
+            np.stack([p.Z for p in problems]), np.stack([p.y for p in problems])
+        )
+        return problems, batched, pair, w0s, jm.ParameterFormulation(), 40.0
+    data = [jm.datasets.commuting_sensing(n=6, d=4, rank=2, seed=s) for s in range(3)]
+    problems = [problem for problem, *_ in data]
+    pair = jm.MatrixFactorization((6, 6), 6)
+    w0s = [pair.init_aligned(basis, scale=1.0) for _, _, basis, _ in data]
+    batched = eqx.filter_vmap(jm.MatrixSensing)(
+        np.stack([p.A for p in problems]), np.stack([p.y for p in problems])
+    )
+    return problems, batched, pair, w0s, jm.ParameterFormulation(), 40.0
+
+
+@pytest.mark.parametrize("kind", ["least_squares", "matrix_sensing"])
+def test_batched_problem_instances_equal_their_own_solves(kind):
+    """A sweep over problem instances (one per configuration, with batched w0) gives
+    each instance's own solve, at the accuracy of the computation."""
+    problems, batched, pair, w0s, formulation, t1 = _batched_instances(kind)
+    alphas = np.array([0.0, 0.05, 0.1])
+    ds = jm.sweep(
+        batched,
+        pair,
+        jm.SwitchOff(alphas, np.full(3, 5.0)),
+        _stack(w0s),
+        t1,
+        formulation=formulation,
+        predict=False,
+        progress=False,
+        **TIGHT,
+    )
+    assert ds.attrs["problem_batched"] == 1
+    for i, (problem, w0) in enumerate(zip(problems, w0s)):
+        single = jm.solve(
+            problem,
+            pair,
+            jm.SwitchOff(alphas[i], 5.0),
+            w0,
+            t1,
+            formulation=formulation,
+            **TIGHT,
+        )
+        np.testing.assert_allclose(
+            ds.x_final.values[i], single.x_final, rtol=0, atol=1e-9
+        )
 
 
 @pytest.mark.parametrize(
