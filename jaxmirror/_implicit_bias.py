@@ -126,6 +126,16 @@ def default_tol() -> float:
     return max(1e-12, 100 * float(jnp.finfo(float_dtype()).eps))
 
 
+def _ridged_solve(matrix, rhs):
+    """Solve with a positive semidefinite `matrix` plus a relative ridge of 1e-13: it
+    keeps the solution finite when the matrix is numerically singular (tiny scales:
+    most coordinates have dx/dtheta ~ 1e-60) and changes a well-conditioned solve
+    only at rounding level."""
+    ridge = 1e-13 * jnp.trace(matrix) / matrix.shape[0]
+    eye = jnp.eye(matrix.shape[0], dtype=matrix.dtype)
+    return jnp.linalg.solve(matrix + ridge * eye, rhs)
+
+
 def _newton_dual(legendre, theta0, a_inf, Z, y, tol, max_iter, lam_guess):
     r"""Maximise the dual $D(\lambda)$ from `lam_guess` (from 0 where that is higher or
     the guess is not finite); return $\lambda^*$ and a status code."""
@@ -155,13 +165,7 @@ def _newton_dual(legendre, theta0, a_inf, Z, y, tol, max_iter, lam_guess):
         )
         ascent = y - Z @ x  # the gradient of D
         hess = (Z * dx_dtheta[None, :]) @ Z.T  # minus the Hessian of D
-        # A relative ridge of 1e-13 keeps the step finite when the Hessian is
-        # numerically singular (tiny scales: most coordinates have dx/dtheta ~ 1e-60)
-        # and changes a well-conditioned Newton step only at rounding level.
-        ridge = 1e-13 * jnp.trace(hess) / hess.shape[0]
-        step = jnp.linalg.solve(
-            hess + ridge * jnp.eye(hess.shape[0], dtype=hess.dtype), ascent
-        )
+        step = _ridged_solve(hess, ascent)
         d0 = dual(lam)
         slope = jnp.dot(ascent, step)
         # Slack for rounding: near the optimum D changes by less than its last digits.
@@ -199,12 +203,7 @@ def _newton_dual(legendre, theta0, a_inf, Z, y, tol, max_iter, lam_guess):
 def _multiplier_guess(legendre, theta0, a, Z, x_guess):
     r"""The $\lambda$ whose $\theta_0 + Z^\top\lambda$ is closest to $\nabla R_a$ at
     `x_guess`: the normal equations $ZZ^\top\lambda = Z(\nabla R_a(x) - \theta_0)$."""
-    gram = Z @ Z.T
-    ridge = 1e-13 * jnp.trace(gram) / gram.shape[0]  # as in the Newton step
-    rhs = Z @ (legendre.grad(x_guess, a) - theta0)
-    return jnp.linalg.solve(
-        gram + ridge * jnp.eye(gram.shape[0], dtype=gram.dtype), rhs
-    )
+    return _ridged_solve(Z @ Z.T, Z @ (legendre.grad(x_guess, a) - theta0))
 
 
 def constrained_limit(legendre, theta0, a_inf, problem, tol, max_iter, x_guess=None):

@@ -111,8 +111,8 @@ def _is_batched_w0(pair, w0) -> bool:
 
 def _is_batched_problem(problem) -> bool:
     """Whether a jaxmirror linear problem carries a configuration axis: its
-    measurements `y` have two axes (a batch built with `jax.vmap` of its constructor,
-    or `LeastSquares` / `Logistic` with a 3-d `Z`)."""
+    measurements `y` have two axes (a batch built by mapping its constructor, e.g.
+    `eqx.filter_vmap(jm.LeastSquares)(Zs, ys)`; the constructors take one instance)."""
     return isinstance(problem, LeastSquares | Logistic | MatrixSensing) and (
         problem.y.ndim == 2
     )
