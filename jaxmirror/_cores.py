@@ -25,7 +25,9 @@ and large chunks, and measure.
 """
 
 import concurrent.futures
+import contextlib
 import contextvars
+import functools
 import os
 
 import equinox as eqx
@@ -122,3 +124,30 @@ def map_parts(solve_part, size: int, parts: int):
         ),
         *results,
     )
+
+
+@functools.cache
+def _blas_controller():
+    import scipy.linalg.cython_lapack  # noqa: F401 - loaded, so that it is found
+    import threadpoolctl
+
+    return threadpoolctl.ThreadpoolController()
+
+
+@contextlib.contextmanager
+def lapack_in_one_thread():
+    """Within this context, LAPACK runs in the calling thread only (on a CPU).
+
+    jaxlib's CPU kernels for linear algebra (`solve`, `svd`, ...) call the LAPACK that
+    scipy bundles, OpenBLAS, whose own threads take part in every call by default and
+    then spin for a while, waiting for more work, on cores that the sweep's solves
+    need. The matrices jaxmirror factors per configuration are small (at most a few
+    hundred rows), too small to gain from them: measured on 2 cores, a default K = 512
+    sweep's predictions took 0.07 s instead of 0.10 s, and its solves 0.83 s instead
+    of 0.87 s (`benchmarks/RESULTS.md`). The previous limits are restored on exit.
+    """
+    if jax.default_backend() != "cpu":
+        yield
+        return
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        yield

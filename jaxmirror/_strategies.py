@@ -29,7 +29,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from . import _flow_kernel as flow_kernel
-from ._cores import host_parts, map_parts
+from ._cores import host_parts, lapack_in_one_thread, map_parts
 from ._formulations import AbstractFormulation
 from ._formulations._legendre_args import legendre_args
 from ._implicit_bias import _implicit_bias, default_tol
@@ -310,7 +310,9 @@ def run_chunk(solver: ChunkSolver, inputs, batch: Batch, index, padded: int, mes
 
     problem_c, w0_c = take(problem, batch.problem), take(w0, batch.w0)
     schedules_c = take(schedules, True)
-    with validated():  # `sweep` checked every input eagerly
+    # `sweep` checked every input eagerly; LAPACK's own threads would compete with the
+    # solves' threads for cores while gaining nothing on small matrices (`_cores.py`).
+    with validated(), lapack_in_one_thread():
         return _solve_and_predict(
             solver, problem_c, pair, schedules_c, w0_c, sub, len(index), mesh
         )

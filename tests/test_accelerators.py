@@ -258,6 +258,42 @@ def test_map_parts_runs_each_part_in_the_callers_context():
     assert not map_parts(part, 16, 2)[1].any()
 
 
+def test_lapack_runs_in_one_thread_inside_a_chunk_and_is_restored_after(monkeypatch):
+    """Inside a sweep's chunk, the BLAS libraries (scipy's OpenBLAS, which jaxlib's CPU
+    linear algebra calls) run one thread; outside it, whatever the caller had. Checked
+    where the chunk's LAPACK work runs (the predictions), through threadpoolctl."""
+    import jax
+    import threadpoolctl
+
+    import jaxmirror as jm
+    from jaxmirror import _strategies
+
+    if jax.default_backend() != "cpu":
+        pytest.skip("LAPACK threads concern the CPU backend")
+    seen = []
+    predict = _strategies._predict
+
+    def spying(*args):
+        seen.append({lib["num_threads"] for lib in threadpoolctl.threadpool_info()})
+        return predict(*args)
+
+    monkeypatch.setattr(_strategies, "_predict", spying)
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        problem, _ = jm.datasets.sparse_regression(n=20, d=8, sparsity=2, seed=1)
+        pair = jm.Hadamard()
+        jm.sweep(
+            problem,
+            pair,
+            jm.SwitchOff(np.linspace(0, 0.1, 8), np.full(8, 5.0)),
+            pair.init(np.zeros(20)),
+            20.0,
+            progress=False,
+        )
+        after = {lib["num_threads"] for lib in threadpoolctl.threadpool_info()}
+    assert seen and all(threads == {1} for threads in seen)
+    assert after == {2}
+
+
 def _parameter_sweep(monkeypatch, cores, **options):
     """A small sweep of the parameter flow with `cores` cores and `strategy="auto"`."""
     import jax.numpy as jnp
