@@ -127,11 +127,9 @@ def map_parts(solve_part, size: int, parts: int):
 
 
 @functools.cache
-def _blas_controller():
-    import scipy.linalg.cython_lapack  # noqa: F401 - loaded, so that it is found
-    import threadpoolctl
-
-    return threadpoolctl.ThreadpoolController()
+def _load_lapack() -> None:
+    """Load scipy's LAPACK (jaxlib's, on a CPU), so that the limit below finds it."""
+    import scipy.linalg.cython_lapack  # noqa: F401
 
 
 @contextlib.contextmanager
@@ -144,10 +142,14 @@ def lapack_in_one_thread():
     need. The matrices jaxmirror factors per configuration are small (at most a few
     hundred rows), too small to gain from them: measured on 2 cores, a default K = 512
     sweep's predictions took 0.07 s instead of 0.10 s, and its solves 0.83 s instead
-    of 0.87 s (`benchmarks/RESULTS.md`). The previous limits are restored on exit.
+    of 0.87 s (`benchmarks/RESULTS.md`). Every BLAS library loaded at entry is limited
+    (threadpoolctl, about 3 ms); the previous limits are restored on exit.
     """
     if jax.default_backend() != "cpu":
         yield
         return
-    with _blas_controller().limit(limits=1, user_api="blas"):
+    import threadpoolctl
+
+    _load_lapack()
+    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
         yield

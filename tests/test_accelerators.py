@@ -261,7 +261,8 @@ def test_map_parts_runs_each_part_in_the_callers_context():
 def test_lapack_runs_in_one_thread_inside_a_chunk_and_is_restored_after(monkeypatch):
     """Inside a sweep's chunk, the BLAS libraries (scipy's OpenBLAS, which jaxlib's CPU
     linear algebra calls) run one thread; outside it, whatever the caller had. Checked
-    where the chunk's LAPACK work runs (the predictions), through threadpoolctl."""
+    where the chunk's LAPACK work runs (the predictions), through threadpoolctl, in a
+    process that has already swept and loaded OpenMP (scikit-learn), as in the suite."""
     import jax
     import threadpoolctl
 
@@ -273,14 +274,22 @@ def test_lapack_runs_in_one_thread_inside_a_chunk_and_is_restored_after(monkeypa
     seen = []
     predict = _strategies._predict
 
+    def threads():  # BLAS libraries only (scikit-learn loads OpenMP, left alone)
+        info = threadpoolctl.threadpool_info()
+        return {
+            lib["filepath"]: lib["num_threads"]
+            for lib in info
+            if lib["user_api"] == "blas"
+        }
+
     def spying(*args):
-        seen.append({lib["num_threads"] for lib in threadpoolctl.threadpool_info()})
+        seen.append(set(threads().values()))
         return predict(*args)
 
-    monkeypatch.setattr(_strategies, "_predict", spying)
-    with threadpoolctl.threadpool_limits(2, user_api="blas"):
-        problem, _ = jm.datasets.sparse_regression(n=20, d=8, sparsity=2, seed=1)
-        pair = jm.Hadamard()
+    problem, _ = jm.datasets.sparse_regression(n=20, d=8, sparsity=2, seed=1)
+    pair = jm.Hadamard()
+
+    def sweep():
         jm.sweep(
             problem,
             pair,
@@ -289,9 +298,17 @@ def test_lapack_runs_in_one_thread_inside_a_chunk_and_is_restored_after(monkeypa
             20.0,
             progress=False,
         )
-        after = {lib["num_threads"] for lib in threadpoolctl.threadpool_info()}
-    assert seen and all(threads == {1} for threads in seen)
-    assert after == {2}
+
+    sweep()
+    import sklearn.datasets  # noqa: F401 - loads OpenMP, whose threads stay as they are
+
+    monkeypatch.setattr(_strategies, "_predict", spying)
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        before = threads()
+        sweep()
+        after = threads()
+    assert seen and all(counts == {1} for counts in seen)
+    assert after == before and 2 in before.values()
 
 
 def _parameter_sweep(monkeypatch, cores, **options):
