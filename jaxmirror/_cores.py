@@ -142,8 +142,10 @@ def lapack_in_one_thread():
     need. The matrices jaxmirror factors per configuration are small (at most a few
     hundred rows), too small to gain from them: measured on 2 cores, a default K = 512
     sweep's predictions took 0.07 s instead of 0.10 s, and its solves 0.83 s instead
-    of 0.87 s (`benchmarks/RESULTS.md`). Every BLAS library loaded at entry is limited
-    (threadpoolctl, about 3 ms); the previous limits are restored on exit.
+    of 0.87 s (`benchmarks/RESULTS.md`). Every OpenBLAS loaded at entry is limited
+    (threadpoolctl, about 3 ms), and nothing else: other BLAS libraries (MKL, which a
+    solver of cvxpy may load) and OpenMP runtimes are left untouched, since jaxlib
+    does not call them. The previous limits are restored on exit.
     """
     if jax.default_backend() != "cpu":
         yield
@@ -151,5 +153,6 @@ def lapack_in_one_thread():
     import threadpoolctl
 
     _load_lapack()
-    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+    openblas = threadpoolctl.ThreadpoolController().select(internal_api="openblas")
+    with openblas.limit(limits=1):
         yield

@@ -259,8 +259,8 @@ def test_map_parts_runs_each_part_in_the_callers_context():
 
 
 def test_lapack_runs_in_one_thread_inside_a_chunk_and_is_restored_after(monkeypatch):
-    """Inside a sweep's chunk, the BLAS libraries (scipy's OpenBLAS, which jaxlib's CPU
-    linear algebra calls) run one thread; outside it, whatever the caller had. Checked
+    """Inside a sweep's chunk, OpenBLAS (scipy's, which jaxlib's CPU linear algebra
+    calls) runs one thread; outside it, whatever the caller had. Checked
     where the chunk's LAPACK work runs (the predictions), through threadpoolctl, in a
     process that has already swept and loaded OpenMP (scikit-learn), as in the suite."""
     import jax
@@ -274,12 +274,12 @@ def test_lapack_runs_in_one_thread_inside_a_chunk_and_is_restored_after(monkeypa
     seen = []
     predict = _strategies._predict
 
-    def threads():  # BLAS libraries only (scikit-learn loads OpenMP, left alone)
+    def threads():  # OpenBLAS only (scikit-learn loads OpenMP, left alone)
         info = threadpoolctl.threadpool_info()
         return {
             lib["filepath"]: lib["num_threads"]
             for lib in info
-            if lib["user_api"] == "blas"
+            if lib["internal_api"] == "openblas"
         }
 
     def spying(*args):
