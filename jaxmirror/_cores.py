@@ -127,9 +127,14 @@ def map_parts(solve_part, size: int, parts: int):
 
 
 @functools.cache
-def _load_lapack() -> None:
-    """Load scipy's LAPACK (jaxlib's, on a CPU), so that the limit below finds it."""
-    import scipy.linalg.cython_lapack  # noqa: F401
+def _openblas():
+    """Every OpenBLAS loaded once scipy's LAPACK (jaxlib's, on a CPU) is: a
+    threadpoolctl controller, found once per process (an OpenBLAS loaded later is
+    not jaxlib's, and is left alone)."""
+    import scipy.linalg.cython_lapack  # noqa: F401 - loaded, so that it is found
+    import threadpoolctl
+
+    return threadpoolctl.ThreadpoolController().select(internal_api="openblas")
 
 
 @contextlib.contextmanager
@@ -142,17 +147,12 @@ def lapack_in_one_thread():
     need. The matrices jaxmirror factors per configuration are small (at most a few
     hundred rows), too small to gain from them: measured on 2 cores, a default K = 512
     sweep's predictions took 0.07 s instead of 0.10 s, and its solves 0.83 s instead
-    of 0.87 s (`benchmarks/RESULTS.md`). Every OpenBLAS loaded at entry is limited
-    (threadpoolctl, about 3 ms), and nothing else: other BLAS libraries (MKL, which a
-    solver of cvxpy may load) and OpenMP runtimes are left untouched, since jaxlib
-    does not call them. The previous limits are restored on exit.
+    of 0.87 s (`benchmarks/RESULTS.md`). Only OpenBLAS is limited: other BLAS libraries
+    (MKL, which a solver of cvxpy may load) and OpenMP runtimes are left untouched,
+    since jaxlib does not call them. The previous limits are restored on exit.
     """
     if jax.default_backend() != "cpu":
         yield
         return
-    import threadpoolctl
-
-    _load_lapack()
-    openblas = threadpoolctl.ThreadpoolController().select(internal_api="openblas")
-    with openblas.limit(limits=1):
+    with _openblas().limit(limits=1):
         yield

@@ -80,10 +80,20 @@ def assert_tree_allclose(actual, expected, *, rtol, atol, what=""):
         )
 
 
+# `python -m jaxmirror.cli`, with Ctrl-C as in a terminal even where this suite runs as
+# a background job (which starts with SIGINT ignored, as would the child).
+_CLI_WITH_CTRL_C = (
+    "import runpy, signal, sys; "
+    "signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'jaxmirror'; "
+    "runpy.run_module('jaxmirror.cli', run_name='__main__', alter_sys=True)"
+)
+
+
 def start_cli_sweep(config, out, resume: bool = False) -> subprocess.Popen:
     """`jaxmirror sweep CONFIG --out OUT [--resume]` in a process of its own, with its
     progress lines on `stderr` (a pipe, read line by line) and stdout discarded."""
-    command = [sys.executable, "-m", "jaxmirror.cli", "sweep", str(config)]
+    command = [sys.executable, "-c", _CLI_WITH_CTRL_C, "sweep", str(config)]
     command += ["--out", str(out)] + (["--resume"] if resume else [])
     return subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
