@@ -22,6 +22,9 @@ against 1.93 s in two threads of one device; before the sweep used `shard_map`, 
 partitioned one loop over the devices, which agreed at every step, and two devices
 were no faster than one (4.9 s against 5.0 s). Try it on a machine with many cores
 and large chunks, and measure.
+
+Inside a sweep's chunks, LAPACK runs in the calling thread (`lapack_in_one_thread`):
+OpenBLAS's own threads would only compete with the solves for the cores.
 """
 
 import concurrent.futures
@@ -144,10 +147,11 @@ def lapack_in_one_thread():
     jaxlib's CPU kernels for linear algebra (`solve`, `svd`, ...) call the LAPACK that
     scipy bundles, OpenBLAS, whose own threads take part in every call by default and
     then spin for a while, waiting for more work, on cores that the sweep's solves
-    need. The matrices jaxmirror factors per configuration are small (at most a few
-    hundred rows), too small to gain from them: measured on 2 cores, a default K = 512
-    sweep's predictions took 0.07 s instead of 0.10 s, and its solves 0.83 s instead
-    of 0.87 s (`benchmarks/RESULTS.md`). Only OpenBLAS is limited: other BLAS libraries
+    need. The matrices jaxmirror factors are one configuration's each, too small to
+    gain from them: measured on 2 cores, one thread was never slower, from SVDs of
+    100 x 40 to 1000 x 2000 and LU solves of 40 x 40 to 1000 x 1000, and a default
+    K = 512 sweep's predictions took 0.07 s instead of 0.10 s, its solves 0.83 s
+    instead of 0.87 s (`benchmarks/RESULTS.md`). Only OpenBLAS is limited: other BLAS libraries
     (MKL, which a solver of cvxpy may load) and OpenMP runtimes are left untouched,
     since jaxlib does not call them. The previous limits are restored on exit.
     """
