@@ -151,9 +151,10 @@ def lapack_in_one_thread():
     gain from them: measured on 2 cores, one thread was never slower, from SVDs of
     100 x 40 to 1000 x 2000 and LU solves of 40 x 40 to 1000 x 1000, and a default
     K = 512 sweep's predictions took 0.07 s instead of 0.10 s, its solves 0.83 s
-    instead of 0.87 s (`benchmarks/RESULTS.md`). Only OpenBLAS is limited: other BLAS libraries
-    (MKL, which a solver of cvxpy may load) and OpenMP runtimes are left untouched,
-    since jaxlib does not call them. The previous limits are restored on exit.
+    instead of 0.87 s (`benchmarks/RESULTS.md`). Only OpenBLAS is limited: other BLAS
+    libraries (MKL, which a solver of cvxpy may load) and OpenMP runtimes are left
+    untouched, since jaxlib does not call them. The previous limits are restored on
+    exit.
     """
     if jax.default_backend() != "cpu":
         yield
