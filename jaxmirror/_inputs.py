@@ -56,6 +56,8 @@ def check_point_of(problem, pair, w0, batched: bool = False):
     if isinstance(pair, AbstractMatrixPair) and isinstance(problem, MatrixSensing):
         problem.check_shape(pair.matrix_shape)
     w0 = jax.tree_util.tree_map(as_float_array, w0)
+    if isinstance(pair, AbstractMatrixPair):
+        _check_factors(pair, w0, batched)
     g = jax.vmap(pair.g) if batched else pair.g
     try:
         x_shape = jax.eval_shape(g, w0)
@@ -76,6 +78,20 @@ def check_point_of(problem, pair, w0, batched: bool = False):
         if not all(bool(np.all(np.isfinite(np.asarray(leaf)))) for leaf in leaves):
             raise ValueError("`w0` must be finite (no NaN or inf).")
     return pair.check_parameters(w0)
+
+
+def _check_factors(pair, w0, batched: bool) -> None:
+    """A matrix pair's factors have its shapes (after one leading axis if `batched`):
+    its g flattens a matrix product, which broadcasts over leading axes, so a wrong
+    shape can give a point of the right size."""
+    shapes = tuple(np.shape(leaf) for leaf in jax.tree_util.tree_leaves(w0))
+    lead = shapes[0][:1] if batched and shapes and shapes[0] else ()
+    if shapes != tuple(lead + tuple(shape) for shape in pair.factor_shapes):
+        raise ValueError(
+            f"`w0`: {type(pair).__name__} expects factors of shapes "
+            f"{pair.factor_shapes} (each with a leading configuration axis in a "
+            f"batched sweep), got {shapes}."
+        )
 
 
 def check_t1(t1):

@@ -33,6 +33,7 @@ from ._cores import host_parts, lapack_in_one_thread, map_parts
 from ._formulations import AbstractFormulation
 from ._formulations._legendre_args import legendre_args
 from ._implicit_bias import _implicit_bias, default_tol
+from ._pairs import AbstractMatrixPair
 from ._problems import LeastSquares, Logistic, MatrixSensing
 from ._solve import final_convergence, integrate, SolverOptions, state_dtype
 from ._status import Status
@@ -251,6 +252,58 @@ def _predict(problem, pair, schedules, w0, tol, regime, batch, x_flow):
     return eqx.filter_vmap(single, in_axes=in_axes)(problem, schedules, w0, x_flow)
 
 
+def commuting_reductions(problem, pair, w0, batch: Batch) -> list:
+    """Each configuration's commuting reduction of a matrix pair (one when neither
+    the problem nor `w0` is batched), computed eagerly with NumPy as `implicit_bias`
+    does; a `ValueError` says why there is none (measurements without a common
+    basis, an initialisation that is not aligned)."""
+    rows = range(batch.size) if (batch.problem or batch.w0) else range(1)
+    return [
+        pair.commuting_reduction(
+            batch.take(problem, batch.problem, k), batch.take(w0, batch.w0, k)
+        )
+        for k in rows
+    ]
+
+
+def _stack(trees):
+    return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def _predict_commuting(problem, pair, schedules, w0, tol, batch, x_flow):
+    r"""`jm.implicit_bias` of a matrix pair after a switch-off, per configuration.
+
+    Each configuration reduces exactly to a diagonal pair on its aligned singular
+    values (`commuting_reduction`, eager); the reduced limits are computed in one
+    `vmap`, each started from the flow's end read in the common basis,
+    $z = \operatorname{diag}(L^\top X R)$, and lifted back, $X = L\,\mathrm{diag}(z)R^\top$.
+    """
+    reductions = commuting_reductions(problem, pair, w0, batch)
+    shared = len(reductions) == 1
+    bases = [
+        (
+            jnp.asarray(r.left[:, r.index]),
+            jnp.asarray(r.right[:, r.index]),
+        )
+        for r in reductions
+    ]
+    left, right = (
+        jnp.stack([b[i] for b in bases]) if not shared else bases[0][i] for i in (0, 1)
+    )
+    one = reductions[0]
+    reduced = Batch(batch.size, not shared, not shared)
+    reduced_problem = one.problem if shared else _stack([r.problem for r in reductions])
+    reduced_w0 = one.w0 if shared else _stack([r.w0 for r in reductions])
+    X = x_flow.reshape(batch.size, left.shape[-2], right.shape[-2])
+    z_flow = jnp.einsum("...ik,cij,...jk->ck", left, X, right)
+    z, status = _predict(
+        reduced_problem, one.pair, schedules, reduced_w0, tol, True, reduced, z_flow
+    )
+    lift = lambda L, R, z_: ((L * z_[None, :]) @ R.T).reshape(-1)
+    in_axes = (None, None, 0) if shared else 0
+    return jax.vmap(lift, in_axes=in_axes)(left, right, z), status
+
+
 @eqx.filter_jit
 def _losses(problem, xs, batch):
     return eqx.filter_vmap(
@@ -413,16 +466,12 @@ def _solve_and_predict(solver, problem_c, pair, schedules_c, w0_c, sub, n, mesh)
     part = {name: _gather(value, n) for name, value in solved._asdict().items()}
     if solver.predict:
         one_schedules, one_w0, one_xs = _on_one_device((schedules_c, w0_c, xs))
-        predicted, bias_status = _predict(
-            one_problem,
-            pair,
-            one_schedules,
-            one_w0,
-            default_tol(),
-            solver.regime,
-            sub,
-            one_xs,
-        )
+        inputs = (one_problem, pair, one_schedules, one_w0, default_tol())
+        if isinstance(pair, AbstractMatrixPair) and solver.regime:
+            # Through the commuting reduction, computed eagerly (NumPy): not in a jit.
+            predicted, bias_status = _predict_commuting(*inputs, sub, one_xs)
+        else:
+            predicted, bias_status = _predict(*inputs, solver.regime, sub, one_xs)
         part["x_predicted"] = _gather(predicted, n)
         part["bias_status"] = _gather(bias_status, n)
     part["loss"] = _gather(_losses(problem_c, solved.x_final, sub), n)

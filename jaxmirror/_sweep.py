@@ -34,6 +34,7 @@ from ._flow_kernel import choose_sweep_backend, probe as flow_kernel_probe
 from ._formulations import as_formulation, prefers_shared_step
 from ._implicit_bias import prediction_regime
 from ._inputs import check_count, check_pair, check_point_of, check_schedule, check_t1
+from ._pairs import AbstractMatrixPair
 from ._problems import as_problem, LeastSquares, Logistic, MatrixSensing
 from ._solve import solver_options, state_dtype
 from ._status import Status
@@ -41,6 +42,7 @@ from ._store import fingerprint, SweepStore, variable_attributes
 from ._strategies import (
     Batch,
     ChunkSolver,
+    commuting_reductions,
     devices_mesh,
     explicit,
     run_chunk,
@@ -100,7 +102,15 @@ def _broadcast_schedules(schedules):
 def _is_batched_w0(pair, w0) -> bool:
     """Whether `w0` carries a configuration axis: g(w0) has two axes instead of one,
     or, for a pair whose g takes only one point (a matrix factorization's U U^T),
-    g mapped over the leading axis does."""
+    g mapped over the leading axis does. A matrix pair's factors say it by their
+    shapes: its g flattens a matrix product that broadcasts over leading axes (a
+    batch of one, or of n, would otherwise pass for one point)."""
+    if isinstance(pair, AbstractMatrixPair):
+        leaves = jax.tree_util.tree_leaves(w0)
+        return len(leaves) == len(pair.factor_shapes) and all(
+            np.ndim(leaf) == len(shape) + 1
+            for leaf, shape in zip(leaves, pair.factor_shapes)
+        )
     for g in (pair.g, jax.vmap(pair.g)):
         try:
             return len(jax.eval_shape(g, w0).shape) == 2
@@ -197,7 +207,7 @@ def _plan(problem, pair, schedules, w0, t1, batch, settings) -> _Plan:
         shared = (
             on_cpu
             and explicit(settings["options"].solver)
-            and prefers_shared_step(formulation, threads)
+            and prefers_shared_step(formulation, threads, pair)
         )
         strategy = "batched" if shared else "vmap"
     n_devices = len(jax.devices())
@@ -212,6 +222,8 @@ def _plan(problem, pair, schedules, w0, t1, batch, settings) -> _Plan:
     regime, note = None, "computed"
     try:
         regime = prediction_regime(one_problem, pair, schedules)
+        if regime and settings["predict"] and isinstance(pair, AbstractMatrixPair):
+            commuting_reductions(problem, pair, w0, batch)  # or say why none exists
     except ValueError as reason:
         note = f"not available: {reason}"
     predict = settings["predict"] and note == "computed"
@@ -463,8 +475,8 @@ def sweep(
       about half the steps); in float32 100 and 1 times its machine epsilon (1.2e-5,
       1.2e-7), above the roundoff of the inverse mirror map (`jaxmirror._tolerances`).
     - `strategy`: `"vmap"`, `"batched"` or `"auto"` (the batched strategy for the
-      parameter formulation on a CPU whose solves run in one thread, else vmap, as
-      measured). On a CPU with one JAX device, vmap's solves of the built-in
+      parameter formulation on a CPU whose solves run in one thread, or of a matrix
+      pair on any CPU, else vmap, as measured). On a CPU with one JAX device, vmap's solves of the built-in
       problems, pairs and schedules under an explicit solver run in parts, one host
       thread per core (`jaxmirror/_cores.py`); an implicit solver's (LAPACK at every
       step) run in one call, and on one device of a CPU with several.

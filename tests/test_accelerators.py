@@ -347,6 +347,41 @@ def test_auto_strategy_for_the_parameter_flow_follows_the_cores(
 
 
 @one_cpu_device
+@pytest.mark.parametrize("cores", [1, 2])
+def test_auto_strategy_shares_the_step_of_a_matrix_pair_on_any_cpu(monkeypatch, cores):
+    """A matrix pair's flows share a step on a CPU even in two threads (measured:
+    their vmapped independent solves are slower there); the shared-step results
+    match each configuration's own solve at the tolerance's accuracy."""
+    import jax
+
+    import jaxmirror as jm
+    from jaxmirror import _cores
+
+    monkeypatch.setattr(_cores, "available_cores", lambda: cores)
+    problem, *_ = jm.datasets.commuting_sensing(n=5, d=4, rank=2, seed=0)
+    pair = jm.MatrixFactorization((5, 5), 5)
+    w0 = pair.init(scale=0.5, key=jax.random.PRNGKey(0))
+    alphas = np.array([0.0, 0.05, 0.1, 0.2])
+    tight = dict(rtol=1e-10, atol=1e-12)
+    ds = jm.sweep(
+        problem,
+        pair,
+        jm.SwitchOff(alphas, np.full(4, 3.0)),
+        w0,
+        10.0,
+        predict=False,
+        progress=False,
+        **tight,
+    )
+    assert ds.attrs["strategy"] == "batched"
+    for i, alpha in enumerate(alphas):
+        single = jm.solve(problem, pair, jm.SwitchOff(alpha, 3.0), w0, 10.0, **tight)
+        np.testing.assert_allclose(
+            ds.x_final.values[i], single.x_final, rtol=0, atol=1e-8
+        )
+
+
+@one_cpu_device
 def test_auto_strategy_never_batches_an_implicit_solver(monkeypatch):
     """With one core the parameter flow would share a step, but not under an implicit
     solver: its Newton steps would factor the Jacobian of the whole batch's state.

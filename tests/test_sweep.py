@@ -168,6 +168,113 @@ def test_batched_problem_instances_equal_their_own_solves(kind):
         )
 
 
+@pytest.mark.parametrize("shared", [False, True])
+def test_matrix_sweep_predicts_each_instance_as_implicit_bias_does(shared):
+    """A matrix pair's predictions after a switch-off (the commuting reduction, per
+    configuration) and under constant weight decay (the nuclear-norm limit) equal
+    `jm.implicit_bias` of each configuration on its own; the flows end near them."""
+    problems, batched, pair, w0s, formulation, _ = _batched_instances("matrix_sensing")
+    if shared:  # one problem and one w0, three schedules
+        batched, w0 = problems[0], w0s[0]
+        problems, w0s = problems[:1] * 3, w0s[:1] * 3
+    else:
+        w0 = _stack(w0s)
+    for schedules, singles in (
+        (
+            jm.SwitchOff(np.array([0.0, 0.1, 0.2]), np.full(3, 2.0)),
+            [jm.SwitchOff(a, 2.0) for a in (0.0, 0.1, 0.2)],
+        ),
+        (
+            jm.Constant(np.array([0.05, 0.1, 0.2])),
+            [jm.Constant(a) for a in (0.05, 0.1, 0.2)],
+        ),
+    ):
+        ds = jm.sweep(
+            batched,
+            pair,
+            schedules,
+            w0,
+            400.0,
+            formulation=formulation,
+            progress=False,
+            **TIGHT,
+        )
+        assert ds.attrs["prediction"] == "computed"
+        np.testing.assert_array_equal(ds.bias_status.values, 0)
+        for i, (problem, w0_i, schedule) in enumerate(zip(problems, w0s, singles)):
+            expected = jm.implicit_bias(problem, pair, schedule, w0_i)
+            np.testing.assert_allclose(
+                ds.x_predicted.values[i], expected, rtol=0, atol=1e-10
+            )
+        # The flows end at the predicted limits, to the accuracy of t1 = 400.
+        np.testing.assert_allclose(
+            ds.x_final.values, ds.x_predicted.values, rtol=0, atol=1e-4
+        )
+
+
+@pytest.mark.parametrize("size", [1, 6])
+def test_matrix_sweep_of_one_or_n_instances_is_batched(size):
+    """Batched factors are recognised by their shapes for any batch size: U V^T
+    broadcasts over leading axes, so a batch of one, or of n (the matrix size), once
+    passed for one point of the right size and solved the wrong flow."""
+    data = [
+        jm.datasets.gaussian_sensing(n1=6, n2=6, d=12, rank=2, seed=s)
+        for s in range(size)
+    ]
+    pair = jm.MatrixFactorization((6, 6), 6)
+    w0s = [pair.init(scale=0.1, key=jax.random.PRNGKey(s)) for s in range(size)]
+    batched = eqx.filter_vmap(jm.MatrixSensing)(
+        np.stack([p.A for p, _ in data]), np.stack([p.y for p, _ in data])
+    )
+    ds = jm.sweep(
+        batched,
+        pair,
+        jm.Constant(np.full(size, 0.05)),
+        _stack(w0s),
+        20.0,
+        predict=False,
+        progress=False,
+        **TIGHT,
+    )
+    assert ds.attrs["problem_batched"] == 1
+    for i, ((problem, _), w0) in enumerate(zip(data, w0s)):
+        single = jm.solve(problem, pair, jm.Constant(0.05), w0, 20.0, **TIGHT)
+        np.testing.assert_allclose(
+            ds.x_final.values[i], single.x_final, rtol=0, atol=1e-9
+        )
+
+
+def test_matrix_factors_of_the_wrong_shape_are_refused():
+    """A factor with an extra axis gives U V^T of the right size by broadcasting;
+    `jm.solve` refuses it, naming `w0` and the shapes it expects."""
+    problem, _ = jm.datasets.gaussian_sensing(n1=6, n2=6, d=12, rank=2, seed=0)
+    pair = jm.MatrixFactorization((6, 6), 6)
+    U, V = pair.init(scale=0.1, key=jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match=r"`w0`: MatrixFactorization expects factors"):
+        jm.solve(problem, pair, jm.Constant(0.0), (U[None], V[None]), 1.0)
+
+
+def test_matrix_sweep_without_a_commuting_reduction_says_why_before_solving():
+    """Gaussian measurements share no basis: no limit after a switch-off can be
+    predicted, which the sweep says (and still solves) instead of failing after."""
+    problem, _ = jm.datasets.gaussian_sensing(n1=5, n2=5, d=10, rank=2, seed=0)
+    pair = jm.MatrixFactorization((5, 5), 5)
+    w0 = pair.init(scale=0.1, key=jax.random.PRNGKey(0))
+    ds = jm.sweep(
+        problem,
+        pair,
+        jm.SwitchOff(np.array([0.0, 0.1]), np.full(2, 2.0)),
+        w0,
+        5.0,
+        formulation="parameter",
+        progress=False,
+    )
+    assert ds.attrs["prediction"].startswith("not available: `problem`:")
+    assert "common (singular) basis" in ds.attrs["prediction"]
+    assert "x_predicted" not in ds
+    assert np.all(np.isfinite(ds.x_final.values))
+
+
 @pytest.mark.parametrize(
     "strategy, formulation",
     [("vmap", "auto"), ("batched", "auto"), ("vmap", "dual"), ("batched", "parameter")],

@@ -141,6 +141,12 @@ class AbstractMatrixPair(AbstractPenalisedPair):
     def matrix_shape(self) -> tuple[int, int]:
         """The shape (n1, n2) of the matrix X."""
 
+    @property
+    @abc.abstractmethod
+    def factor_shapes(self):
+        """The shape of each of one point's factors, in the order of the parameters'
+        leaves (a sweep's batched parameters carry one more, leading axis on each)."""
+
     def matrix(self, x: Array) -> Array:
         """The matrix X from the flattened model point x (leading axes kept)."""
         return jnp.reshape(x, x.shape[:-1] + tuple(self.matrix_shape))

@@ -181,6 +181,11 @@ class MatrixFactorization(AbstractMatrixPair):
     def matrix_shape(self):
         return self.shape
 
+    @property
+    def factor_shapes(self):
+        n1, n2 = self.shape
+        return ((n1, self.rank), (n2, self.rank))
+
     def init(self, x0=None, scale=1e-2, *, key=None):
         """Small random factors around X = 0: entries N(0, scale^2).
 
@@ -266,6 +271,10 @@ class SymmetricFactorization(AbstractMatrixPair):
     @property
     def matrix_shape(self):
         return (self.n, self.n)
+
+    @property
+    def factor_shapes(self):
+        return ((self.n, self.rank),)
 
     def init(self, x0=None, scale=1e-2, *, key=None):
         """A small random factor around X = 0: entries N(0, scale^2).
