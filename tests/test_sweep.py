@@ -212,6 +212,39 @@ def test_matrix_sweep_predicts_each_instance_as_implicit_bias_does(shared):
         )
 
 
+def test_symmetric_matrix_sweep_predicts_as_implicit_bias_does():
+    """U U^T with symmetric commuting measurements: the sweep's predictions after a
+    switch-off (through the reduction to `Square` on the eigenvalues) equal
+    `jm.implicit_bias` per instance, and the flows end there."""
+    data = [
+        jm.datasets.commuting_sensing(n=5, d=3, rank=2, seed=s, symmetric=True)
+        for s in range(2)
+    ]
+    pair = jm.SymmetricFactorization(5, 5)
+    w0s = [pair.init_aligned(P, scale=0.6) for _, _, P, _ in data]
+    batched = eqx.filter_vmap(jm.MatrixSensing)(
+        np.stack([p.A for p, *_ in data]), np.stack([p.y for p, *_ in data])
+    )
+    ds = jm.sweep(
+        batched,
+        pair,
+        jm.SwitchOff(np.array([0.0, 0.2]), np.full(2, 3.0)),
+        _stack(w0s),
+        2000.0,
+        progress=False,
+        **TIGHT,
+    )
+    np.testing.assert_array_equal(ds.bias_status.values, 0)
+    for i, ((problem, *_), w0, alpha) in enumerate(zip(data, w0s, (0.0, 0.2))):
+        expected = jm.implicit_bias(problem, pair, jm.SwitchOff(alpha, 3.0), w0)
+        np.testing.assert_allclose(
+            ds.x_predicted.values[i], expected, rtol=0, atol=1e-10
+        )
+    np.testing.assert_allclose(
+        ds.x_final.values, ds.x_predicted.values, rtol=0, atol=1e-5
+    )
+
+
 @pytest.mark.parametrize("size", [1, 6])
 def test_matrix_sweep_of_one_or_n_instances_is_batched(size):
     """Batched factors are recognised by their shapes for any batch size: U V^T
