@@ -1,3 +1,5 @@
+import gc
+
 import jax
 import jax.random as jr
 import pytest
@@ -19,3 +21,20 @@ def getkey():
         return sub
 
     return _getkey
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Release every compiled program after each test module.
+
+    Each XLA:CPU program maps its code into the process in many regions (a sweep's
+    first call adds about 1,100). A pytest worker that kept every program of the suite
+    passed the kernel's limit of 65,530 mappings (`vm.max_map_count`; measured:
+    about 50,000 at two thirds of the suite) and then crashed with a segmentation
+    fault while loading a program from the persistent cache. `jax.clear_caches()`
+    unmaps them (2,287 mappings down to 899, measured); the next module reloads what
+    it needs from the persistent cache.
+    """
+    yield
+    jax.clear_caches()
+    gc.collect()

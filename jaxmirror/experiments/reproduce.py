@@ -50,4 +50,9 @@ def reproduce(name: str, scale: str = "small", out="reproduce") -> pathlib.Path:
             f"{text}\n\n{figures_md}\n\n_Scale `{scale}`, {seconds:.0f} s._\n"
         )
         log(f"{item}: done in {seconds:.0f} s -> {out / (item + '.md')}")
+        if len(names) > 1:
+            # Each compiled CPU program keeps its code mapped in many memory regions;
+            # a process that keeps every experiment's programs nears the kernel's
+            # limit on mappings (`vm.max_map_count`), past which loading one crashes.
+            jax.clear_caches()
     return out
