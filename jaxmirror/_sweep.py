@@ -653,9 +653,20 @@ def _check_initialisations(solver, problem, pair, schedules, w0, batch) -> None:
         try:
             jax.vmap(init)(w0)
         except Exception as error:  # noqa: BLE001 - error_if under vmap: name `w0`
-            message = str(error).split("\n")[0]
+            message = _runtime_message(error)
             raise ValueError(
                 f"`w0`: a configuration's initialisation fails: {message}"
             ) from None
     else:
         init(w0)
+
+
+def _runtime_message(error: Exception) -> str:
+    """The message of an `eqx.error_if` raised at run time, without Equinox's stack
+    banner ("Above is the stack outside of JIT...") and debugging advice."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in lines:
+        prefix, found, message = line.partition("EquinoxRuntimeError: ")
+        if found and prefix in ("", "equinox."):
+            return message
+    return next((line for line in lines if not line.startswith("Above is")), "")

@@ -674,3 +674,24 @@ def test_chunks_cover_the_pending_configurations_in_power_of_two_buckets():
     for _ in fixed.ranges(np.ones(20, bool)):
         fixed.measured(0.1)
     assert fixed.units_per_chunk == 1  # an explicit chunk size never changes
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_degenerate_initialisation_is_refused_before_any_solve(batched):
+    """A degenerate w0 (m0^2 = w0^2: the Legendre function has no finite scale) is a
+    `ValueError` naming `w0` and saying why, shared or batched (where Equinox's
+    run-time banner once replaced the reason)."""
+    problem, _ = jm.datasets.sparse_regression(n=4, d=2, sparsity=1, seed=0)
+    w0 = (jnp.ones(4), jnp.ones(4))
+    if batched:
+        w0 = _stack([w0, w0])
+    with pytest.raises(ValueError, match=r"`w0`.*must be a non-degenerate") as error:
+        jm.sweep(
+            problem,
+            jm.Hadamard(),
+            jm.SwitchOff(np.full(2, 0.1), np.ones(2)),
+            w0,
+            1.0,
+            progress=False,
+        )
+    assert "Above is the stack" not in str(error.value)
