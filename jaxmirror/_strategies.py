@@ -280,26 +280,33 @@ def _predict_commuting(problem, pair, schedules, w0, tol, batch, x_flow):
     """
     reductions = commuting_reductions(problem, pair, w0, batch)
     shared = len(reductions) == 1
-    bases = [
-        (
-            jnp.asarray(r.left[:, r.index]),
-            jnp.asarray(r.right[:, r.index]),
-        )
-        for r in reductions
-    ]
-    left, right = (
-        jnp.stack([b[i] for b in bases]) if not shared else bases[0][i] for i in (0, 1)
-    )
-    one = reductions[0]
-    reduced = Batch(batch.size, not shared, not shared)
-    reduced_problem = one.problem if shared else _stack([r.problem for r in reductions])
-    reduced_w0 = one.w0 if shared else _stack([r.w0 for r in reductions])
+    lefts = [jnp.asarray(r.left[:, r.index]) for r in reductions]
+    rights = [jnp.asarray(r.right[:, r.index]) for r in reductions]
+    if shared:
+        left, right = lefts[0], rights[0]
+        reduced_problem, reduced_w0 = reductions[0].problem, reductions[0].w0
+    else:
+        left, right = jnp.stack(lefts), jnp.stack(rights)
+        reduced_problem = _stack([r.problem for r in reductions])
+        reduced_w0 = _stack([r.w0 for r in reductions])
+    reduced = Batch(batch.size, w0=not shared, problem=not shared)
     X = x_flow.reshape(batch.size, left.shape[-2], right.shape[-2])
     z_flow = jnp.einsum("...ik,cij,...jk->ck", left, X, right)
+    diagonal_pair = reductions[0].pair
     z, status = _predict(
-        reduced_problem, one.pair, schedules, reduced_w0, tol, True, reduced, z_flow
+        reduced_problem,
+        diagonal_pair,
+        schedules,
+        reduced_w0,
+        tol,
+        True,
+        reduced,
+        z_flow,
     )
-    lift = lambda L, R, z_: ((L * z_[None, :]) @ R.T).reshape(-1)
+
+    def lift(L, R, z_):
+        return ((L * z_[None, :]) @ R.T).reshape(-1)
+
     in_axes = (None, None, 0) if shared else 0
     return jax.vmap(lift, in_axes=in_axes)(left, right, z), status
 
