@@ -34,6 +34,7 @@ from ._formulations import AbstractFormulation
 from ._formulations._legendre_args import legendre_args
 from ._implicit_bias import _implicit_bias, default_tol
 from ._pairs import AbstractMatrixPair
+from ._pairs._matrix import lift_diagonal
 from ._problems import LeastSquares, Logistic, MatrixSensing
 from ._solve import final_convergence, integrate, SolverOptions, state_dtype
 from ._status import Status
@@ -276,12 +277,12 @@ def _predict_commuting(problem, pair, schedules, w0, tol, batch, x_flow):
     Each configuration reduces exactly to a diagonal pair on its aligned singular
     values (`commuting_reduction`, eager); the reduced limits are computed in one
     `vmap`, each started from the flow's end read in the common basis,
-    $z = \operatorname{diag}(L^\top X R)$, and lifted back, $X = L\,\mathrm{diag}(z)R^\top$.
+    $z = \operatorname{diag}(L^\top X R)$, and lifted back,
+    $X = L\,\mathrm{diag}(z)R^\top$.
     """
     reductions = commuting_reductions(problem, pair, w0, batch)
     shared = len(reductions) == 1
-    lefts = [jnp.asarray(r.left[:, r.index]) for r in reductions]
-    rights = [jnp.asarray(r.right[:, r.index]) for r in reductions]
+    lefts, rights = zip(*(r.aligned_bases() for r in reductions))
     if shared:
         left, right = lefts[0], rights[0]
         reduced_problem, reduced_w0 = reductions[0].problem, reductions[0].w0
@@ -304,11 +305,8 @@ def _predict_commuting(problem, pair, schedules, w0, tol, batch, x_flow):
         z_flow,
     )
 
-    def lift(L, R, z_):
-        return ((L * z_[None, :]) @ R.T).reshape(-1)
-
     in_axes = (None, None, 0) if shared else 0
-    return jax.vmap(lift, in_axes=in_axes)(left, right, z), status
+    return jax.vmap(lift_diagonal, in_axes=in_axes)(left, right, z), status
 
 
 @eqx.filter_jit

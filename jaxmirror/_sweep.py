@@ -476,10 +476,11 @@ def sweep(
       1.2e-7), above the roundoff of the inverse mirror map (`jaxmirror._tolerances`).
     - `strategy`: `"vmap"`, `"batched"` or `"auto"` (the batched strategy for the
       parameter formulation on a CPU whose solves run in one thread, or of a matrix
-      pair on any CPU, else vmap, as measured). On a CPU with one JAX device, vmap's solves of the built-in
-      problems, pairs and schedules under an explicit solver run in parts, one host
-      thread per core (`jaxmirror/_cores.py`); an implicit solver's (LAPACK at every
-      step) run in one call, and on one device of a CPU with several.
+      pair on any CPU, else vmap, as measured). On a CPU with one JAX device, vmap's
+      solves of the built-in problems, pairs and schedules under an explicit solver
+      run in parts, one host thread per core (`jaxmirror/_cores.py`); an implicit
+      solver's (LAPACK at every step) run in one call, and on one device of a CPU
+      with several.
     - `backend`: `"xla"` (the XLA path above), `"pallas"` (the fused flow kernel of
       `_flow_kernel.py`: one launch integrates a block of configurations, each with
       its own adaptive step; the row-space formulation of one shared `LeastSquares`

@@ -82,12 +82,22 @@ class CommutingReduction:
     right: np.ndarray
     index: np.ndarray
 
+    def aligned_bases(self) -> tuple[jax.Array, jax.Array]:
+        """The left and right basis vectors the factor columns live on, one column
+        each: `left[:, index]`, `right[:, index]`."""
+        left, right = self.left[:, self.index], self.right[:, self.index]
+        return jnp.asarray(left), jnp.asarray(right)
+
     def lift(self, z):
         """The flattened matrix whose aligned diagonal entries are `z`."""
-        m = min(self.left.shape[1], self.right.shape[1])
-        diag = jnp.zeros(m, z.dtype).at[self.index].set(z)
-        left, right = jnp.asarray(self.left[:, :m]), jnp.asarray(self.right[:, :m])
-        return ((left * diag[None, :]) @ right.T).reshape(-1)
+        return lift_diagonal(*self.aligned_bases(), z)
+
+
+def lift_diagonal(left, right, z):
+    r"""$\operatorname{vec}(L\,\mathrm{diag}(z)R^\top)$: the matrix with singular (or
+    eigen) values `z` on the aligned basis vectors `left`, `right` (one column each;
+    distinct, as `_aligned_columns` makes them)."""
+    return ((left * z[None, :]) @ right.T).reshape(-1)
 
 
 def _single_support(column, tol):

@@ -32,7 +32,8 @@ def _schedules():
 
 
 def _each(schedule, size):
-    """`schedule` repeated for `size` configurations (a leading axis on each parameter)."""
+    """`schedule` repeated for `size` configurations (a leading axis on each of its
+    parameters)."""
     return jax.tree_util.tree_map(lambda p: jnp.full((size,), p), schedule)
 
 
