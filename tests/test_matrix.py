@@ -251,6 +251,8 @@ def test_matrix_experiment_gives_the_same_tables_with_seeds_together_or_one_by_o
         errors_1, ranks_1 = one_by_one["gaussian"][key]
         np.testing.assert_allclose(errors, errors_1, rtol=1e-4, atol=0)
         assert ranks == ranks_1
-        np.testing.assert_array_equal(
-            together["traces"][key][1], one_by_one["traces"][key][1]
+        # The same solve in both paths: equal at the computation's accuracy (never
+        # bit for bit, which a GPU need not give).
+        np.testing.assert_allclose(
+            together["traces"][key][1], one_by_one["traces"][key][1], rtol=1e-12, atol=0
         )
