@@ -121,6 +121,12 @@ def map_parts(solve_part, size: int, parts: int):
     with concurrent.futures.ThreadPoolExecutor(parts) as pool:
         futures = [pool.submit(contexts[i].run, run, i) for i in range(parts)]
         results = [future.result() for future in futures]
+    return _concatenate(results)
+
+
+@eqx.filter_jit
+def _concatenate(results):
+    """The parts' results joined along their leading axes, in one program."""
     return jax.tree_util.tree_map(
         lambda *leaves: (
             jnp.concatenate(leaves) if eqx.is_array(leaves[0]) else leaves[0]

@@ -14,7 +14,7 @@ from ._formulations import AbstractFormulation, as_formulation
 from ._inputs import check_count, check_inputs, check_t1, check_tolerance
 from ._status import Status
 from ._tolerances import precision_tolerances, roundoff_rtol
-from ._validation import as_float_array, is_concrete, validated
+from ._validation import as_float_array, flagged, is_concrete, validated
 
 
 class Solution(eqx.Module):
@@ -305,9 +305,9 @@ def solve(
     check_adjoint(options.adjoint, formulation)
     t1 = check_t1(t1)
     saveat = check_saveat(saveat, t1)
-    # The initial state (and the Legendre function, theta_0) once, eagerly where the
-    # inputs are concrete, so that a degenerate w0 is reported before any solve.
-    y0, args = formulation.init(problem, pair, schedule, w0)
+    # The initial state (and the Legendre function, theta_0) once, before any solve,
+    # so that a degenerate w0 is reported there.
+    y0, args = initial_state(formulation, problem, pair, schedule, w0)
     # Everything the compiled solve sees was checked above (eagerly, or through
     # error_if on traced inputs): it carries no runtime checks of its own, so the
     # persistent compilation cache can keep it.
@@ -315,6 +315,32 @@ def solve(
         return _solve(
             formulation, problem, y0, args, schedule.jump_ts(), t1, saveat, options
         )
+
+
+def initial_state(formulation, problem, pair, schedule, w0):
+    """`formulation.init(problem, pair, schedule, w0)`, its checks raising now.
+
+    With concrete inputs, as one compiled program that also says whether every
+    check holds (the persistent cache keeps it; op by op, the same checks and
+    coordinates would compile dozens of small programs per shape), and eagerly again,
+    for the check's own message, only where one fails. Traced inputs (`jm.solve`
+    inside a user's `jit`, `vmap` or `grad`) are passed straight through, their
+    checks as `eqx.error_if`.
+    """
+    inputs = (formulation, problem, pair, schedule, w0)
+    if is_concrete(inputs):
+        try:
+            state, ok = _flagged_init(*inputs)
+            if bool(ok):
+                return state
+        except Exception:  # noqa: BLE001 - the eager call below reports it
+            pass
+    return formulation.init(problem, pair, schedule, w0)
+
+
+@eqx.filter_jit
+def _flagged_init(formulation, problem, pair, schedule, w0):
+    return flagged(formulation.init)(problem, pair, schedule, w0)
 
 
 @eqx.filter_jit

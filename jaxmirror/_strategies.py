@@ -345,6 +345,13 @@ def _pad(tree, batched, size):
     return jax.tree_util.tree_map(pad, tree)
 
 
+@eqx.filter_jit
+def _rows(tree, rows):
+    """Rows `rows` of every array of `tree` (one program for the whole tree: op by
+    op, each leaf's indexing would compile several small programs per shape)."""
+    return jax.tree_util.tree_map(lambda x: x[rows] if eqx.is_array(x) else x, tree)
+
+
 def _gather(x, n=None):
     """The first `n` rows (all with None) of `x`, from every process, as NumPy."""
     if jax.process_count() > 1 and not getattr(x, "is_fully_addressable", True):
@@ -362,9 +369,11 @@ def run_chunk(solver: ChunkSolver, inputs, batch: Batch, index, padded: int, mes
     problem, pair, schedules, w0 = inputs
     sub = Batch(padded, batch.w0, batch.problem)
 
+    # The chunk's rows, the last one repeated up to `padded`: one compiled gather.
+    rows = np.concatenate([index, np.repeat(index[-1:], padded - len(index))])
+
     def take(tree, batched):
-        chunk = _pad(batch.take(tree, batched, index), batched, padded)
-        return _shard(chunk, batched, mesh)
+        return _shard(_rows(tree, rows) if batched else tree, batched, mesh)
 
     problem_c, w0_c = take(problem, batch.problem), take(w0, batch.w0)
     schedules_c = take(schedules, True)

@@ -49,7 +49,7 @@ from ._strategies import (
     splits_over_cores,
 )
 from ._tolerances import precision_tolerances
-from ._validation import as_float_array, is_concrete
+from ._validation import as_float_array, flagged, is_concrete
 from ._version import __version__
 
 
@@ -645,8 +645,22 @@ def _in_memory(parts, attrs):
 
 
 def _check_initialisations(solver, problem, pair, schedules, w0, batch) -> None:
-    """Build every configuration's initial state once, eagerly, so that a bad
-    initialisation (a degenerate Legendre scale, say) is reported before any solve."""
+    """Build every configuration's initial state once, so that a bad initialisation
+    (a degenerate Legendre scale, say) is reported before any solve.
+
+    First as one compiled program that only says whether every check holds (cached
+    across processes, where the same checks op by op would compile dozens of small
+    programs); where one fails, or the program cannot be built, again eagerly, for
+    the check's own message."""
+    try:
+        if bool(
+            _initialisations_hold(
+                solver.formulation, problem, pair, schedules, w0, batch
+            )
+        ):
+            return
+    except Exception:  # noqa: BLE001 - the eager build below reports it
+        pass
     one_problem = batch.take(problem, batch.problem, 0)
     schedule = batch.take(schedules, True, 0)
     init = lambda w: solver.formulation.init(one_problem, pair, schedule, w)
@@ -660,6 +674,15 @@ def _check_initialisations(solver, problem, pair, schedules, w0, batch) -> None:
             ) from None
     else:
         init(w0)
+
+
+@eqx.filter_jit
+def _initialisations_hold(formulation, problem, pair, schedules, w0, batch):
+    one_problem = batch.take(problem, batch.problem, 0)
+    schedule = batch.take(schedules, True, 0)
+    init = flagged(lambda w: formulation.init(one_problem, pair, schedule, w))
+    _, ok = jax.vmap(init)(w0) if batch.w0 else init(w0)
+    return jnp.all(ok)
 
 
 def _runtime_message(error: Exception) -> str:

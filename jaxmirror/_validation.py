@@ -7,6 +7,7 @@ through :func:`equinox.error_if`, so they still fire under ``jit`` and ``vmap``.
 
 import contextlib
 import contextvars
+import functools
 from collections.abc import Callable
 
 import equinox as eqx
@@ -55,6 +56,35 @@ def validated():
         _VALIDATED.reset(token)
 
 
+_FLAGS = contextvars.ContextVar("jaxmirror_check_flags", default=None)
+
+
+def flagged(fn: Callable) -> Callable:
+    """`fn` that also returns whether every `check` on its traced values holds.
+
+    `flagged(fn)(*args)` is `(fn(*args), ok)`: inside it, `check` adds no
+    `eqx.error_if` but records its condition, and `ok` is their conjunction (a boolean
+    array, batched under `vmap`). Traced under `jit`, this makes a program with no
+    host callback, which the persistent compilation cache can keep (see
+    `validated`). For the check's own message, call `fn` eagerly where `ok` fails.
+    """
+
+    @functools.wraps(fn)
+    def with_flags(*args, **kwargs):
+        token = _FLAGS.set([])
+        try:
+            out = fn(*args, **kwargs)
+            flags = _FLAGS.get()
+        finally:
+            _FLAGS.reset(token)
+        ok = jnp.asarray(True)
+        for flag in flags:
+            ok = ok & jnp.all(flag)
+        return out, ok
+
+    return with_flags
+
+
 def check(
     name: str,
     x: Array,
@@ -64,7 +94,8 @@ def check(
     """Check that ``ok(x)`` holds everywhere; return ``x`` (use the return value).
 
     Raises ``ValueError("`name` must be expected, got ...")`` for concrete inputs and
-    wraps ``x`` in :func:`equinox.error_if` for traced ones.
+    wraps ``x`` in :func:`equinox.error_if` for traced ones (inside `flagged`, records
+    ``ok(x)`` instead; inside `validated`, trusts ``x``).
     """
     if is_concrete(x):
         # Concrete values inside a jit trace still evaluate eagerly here.
@@ -73,6 +104,10 @@ def check(
         if not holds:
             shown = np.array2string(np.asarray(x), threshold=8, precision=6)
             raise ValueError(f"`{name}` must be {expected}, got {shown}.")
+        return x
+    flags = _FLAGS.get()
+    if flags is not None:
+        flags.append(ok(x))
         return x
     if _VALIDATED.get():
         return x

@@ -241,3 +241,57 @@ def test_traced_negative_t1_is_refused_under_jit():
     assert run(1.0).shape == (4,)
     with pytest.raises(Exception, match="`t1` must be finite and > 0"):
         jax.block_until_ready(run(-1.0))
+
+
+def test_flagged_records_each_check_instead_of_raising():
+    """Inside `flagged`, a check on traced values becomes a flag: False where it fails
+    (per row under `vmap`), True where it holds, and no host callback in the program
+    (so the persistent compilation cache can keep it)."""
+    from jaxmirror._validation import check_positive, flagged
+
+    positive = flagged(lambda x: 2.0 * check_positive("x", x))
+    out, ok = jax.jit(positive)(jnp.array([1.0, 3.0]))
+    np.testing.assert_allclose(out, [2.0, 6.0], rtol=1e-15)
+    assert bool(ok)
+    assert not bool(jax.jit(positive)(jnp.array([1.0, -3.0]))[1])
+    rows_ok = jax.jit(jax.vmap(positive))(jnp.array([[1.0, 2.0], [0.0, 1.0]]))[1]
+    assert rows_ok.tolist() == [True, False]
+    jaxpr = jax.make_jaxpr(positive)(jnp.ones(2))
+    assert not any("callback" in eqn.primitive.name for eqn in jaxpr.eqns)
+    # Outside `flagged`, the same traced check still raises at run time.
+    with pytest.raises(Exception, match="`x` must be finite and > 0"):
+        jax.block_until_ready(jax.jit(lambda x: check_positive("x", x))(-jnp.ones(2)))
+
+
+@pytest.mark.parametrize("formulation", ["rowspace", "mirror", "parameter"])
+def test_solve_builds_its_initial_state_as_the_eager_init_does(formulation):
+    """`jm.solve` builds (y0, args) in one compiled program: the same state as the
+    formulation's eager `init`, to rounding."""
+    from jaxmirror._formulations import as_formulation
+    from jaxmirror._solve import initial_state
+
+    problem, _ = jm.datasets.sparse_regression(n=12, d=5, sparsity=2, seed=3)
+    pair = jm.Hadamard()
+    w0 = pair.init(jnp.linspace(-0.5, 0.5, 12), scale=0.3)
+    schedule = jm.SwitchOff(0.1, 2.0)
+    chosen = as_formulation(formulation, problem, pair, jnp.float64, 1e-8)
+    compiled = initial_state(chosen, problem, pair, schedule, w0)
+    eager = chosen.init(problem, pair, schedule, w0)
+    leaves = jax.tree_util.tree_leaves(compiled)
+    assert len(leaves) == len(jax.tree_util.tree_leaves(eager))
+    for got, want in zip(leaves, jax.tree_util.tree_leaves(eager)):
+        np.testing.assert_allclose(got, want, rtol=1e-14, atol=1e-300)
+
+
+def test_a_degenerate_w0_is_reported_by_solve_inside_jit_too():
+    """With traced inputs the initial state is built in the caller's trace, and a
+    degenerate w0 still stops the run with the check's message."""
+
+    @jax.jit
+    def final(m0):
+        w0 = (m0, jnp.ones(4))
+        return jm.solve(PROBLEM, PAIR, jm.SwitchOff(0.1, 1.0), w0, t1=1.0).x_final
+
+    assert np.all(np.isfinite(final(jnp.full(4, 2.0))))
+    with pytest.raises(Exception, match="`w0` must be a non-degenerate"):
+        jax.block_until_ready(final(jnp.ones(4)))
