@@ -42,6 +42,7 @@ if [ "$SMOKE" = 1 ]; then
   SWEEP=(benchmarks/sweep.py --preset smoke --t1 20)
   DISCRETE=(benchmarks/discrete_speed.py --configs 8 --steps 200 --loop-configs 1 --kernel on
     --loop-steps 20 --dtype float64)
+  FIRST_CALL=(benchmarks/first_call.py --rounds 1 --configs 16)
   DEMO=(-c "import jax; jax.config.update('jax_enable_x64', True)
 from jaxmirror import demo; r = demo.run(t1=300.0); print(r['rows'])")
   SCALE=tiny
@@ -54,6 +55,9 @@ else
   KERNEL_TESTS=(tests/test_kernels.py tests/test_flow_kernel.py)
   SWEEP=(benchmarks/sweep.py --preset gpu)
   DISCRETE=(benchmarks/discrete_speed.py --configs 65536 --steps 20000)
+  # The first call of a new sweep shape in a fresh process, the cache warm (target:
+  # at most 2 s): three processes, the first of which fills the cache.
+  FIRST_CALL=(benchmarks/first_call.py --rounds 2 --configs 512)
   DEMO=(-m jaxmirror.demo --out "$OUT/demo.png")
   SCALE=full
   # Every experiment of `reproduce all`, one stage each (its own limit: a slow one no
@@ -69,13 +73,14 @@ import jax, jaxmirror
 print('jaxmirror', jaxmirror.__version__, '| jax', jax.__version__)
 print('devices', jax.devices())"
 nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1 || true
-stage tests 45 "$PYTHON" -m pytest -q -p no:benchmark -o addopts="" -x "${TESTS[@]}"
-stage kernel_tests 45 "$PYTHON" -m pytest -q -p no:benchmark -o addopts="" "${KERNEL_TESTS[@]}"
-stage sweep_benchmark 110 "$PYTHON" "${SWEEP[@]}"
-stage discrete_benchmark 45 "$PYTHON" "${DISCRETE[@]}"
+stage tests 40 "$PYTHON" -m pytest -q -p no:benchmark -o addopts="" -x "${TESTS[@]}"
+stage kernel_tests 35 "$PYTHON" -m pytest -q -p no:benchmark -o addopts="" "${KERNEL_TESTS[@]}"
+stage sweep_benchmark 105 "$PYTHON" "${SWEEP[@]}"
+stage discrete_benchmark 35 "$PYTHON" "${DISCRETE[@]}"
+stage first_call 40 "$PYTHON" "${FIRST_CALL[@]}"
 # Twice, in fresh processes: the second one's compilations come from the cache.
 stage demo_first 40 "$PYTHON" "${DEMO[@]}"
-stage demo_second 40 "$PYTHON" "${DEMO[@]}"
+stage demo_second 30 "$PYTHON" "${DEMO[@]}"
 for item in "${REPRODUCE[@]}"; do  # NAME:SECONDS
   stage "reproduce_${item%%:*}" "${item##*:}" "$PYTHON" -m jaxmirror.cli reproduce \
     "${item%%:*}" --scale "$SCALE" --out "$OUT/reproduce"

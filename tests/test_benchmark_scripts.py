@@ -63,3 +63,14 @@ def test_default_path_benchmark_small():
     assert "3 configurations spread over the grid" in out
     diff = float(re.search(r"max \|x diff\| ([0-9.e+-]+)", out).group(1))
     assert diff <= 1e-4
+
+
+def test_first_call_benchmark_small():
+    """Fresh processes on a shared cache: a row per call, its first call slower than
+    the same call again (the first traces and loads programs, the second does not)."""
+    out = _run("first_call.py", "--rounds", "1", "--configs", "16")
+    rows = [line.split(" | ") for line in out.splitlines() if "| jm." in line]
+    assert [row[1] for row in rows] == ["jm.sweep", "jm.solve"]
+    for row in rows:
+        first, again = float(row[2].split()[0]), float(row[3].split()[0])
+        assert first > again and int(row[4].rstrip(" |")) >= 1
