@@ -69,8 +69,8 @@ print(json.dumps(out))
 def _run(tree, configs, cache):
     env = {**os.environ, "JAXMIRROR_CACHE_DIR": cache, "PYTHONPATH": tree}
     code = f"K = {configs}\n" + RUN
-    done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True
+    done = subprocess.run(  # in `tree`: `python -c` looks in its directory first
+        [sys.executable, "-c", code], env=env, cwd=tree, capture_output=True, text=True
     )
     if done.returncode:
         sys.exit(done.stderr[-3000:])
