@@ -678,6 +678,7 @@ def _check_initialisations(solver, problem, pair, schedules, w0, batch) -> None:
 
 @eqx.filter_jit
 def _initialisations_hold(formulation, problem, pair, schedules, w0, batch):
+    """Whether every configuration's initial state passes its checks (`flagged`)."""
     one_problem = batch.take(problem, batch.problem, 0)
     schedule = batch.take(schedules, True, 0)
     init = flagged(lambda w: formulation.init(one_problem, pair, schedule, w))
