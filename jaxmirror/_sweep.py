@@ -661,9 +661,7 @@ def _check_initialisations(solver, problem, pair, schedules, w0, batch) -> None:
             return
     except Exception:  # noqa: BLE001 - the eager build below reports it
         pass
-    one_problem = batch.take(problem, batch.problem, 0)
-    schedule = batch.take(schedules, True, 0)
-    init = lambda w: solver.formulation.init(one_problem, pair, schedule, w)
+    init = _init_of_w0(solver.formulation, problem, pair, schedules, batch)
     if batch.w0:
         try:
             jax.vmap(init)(w0)
@@ -676,12 +674,18 @@ def _check_initialisations(solver, problem, pair, schedules, w0, batch) -> None:
         init(w0)
 
 
+def _init_of_w0(formulation, problem, pair, schedules, batch):
+    """The initial state as a function of one configuration's `w0` (with the first
+    configuration's problem and schedule: the checks concern `w0`)."""
+    one_problem = batch.take(problem, batch.problem, 0)
+    schedule = batch.take(schedules, True, 0)
+    return lambda w: formulation.init(one_problem, pair, schedule, w)
+
+
 @eqx.filter_jit
 def _initialisations_hold(formulation, problem, pair, schedules, w0, batch):
     """Whether every configuration's initial state passes its checks (`flagged`)."""
-    one_problem = batch.take(problem, batch.problem, 0)
-    schedule = batch.take(schedules, True, 0)
-    init = flagged(lambda w: formulation.init(one_problem, pair, schedule, w))
+    init = flagged(_init_of_w0(formulation, problem, pair, schedules, batch))
     _, ok = jax.vmap(init)(w0) if batch.w0 else init(w0)
     return jnp.all(ok)
 
