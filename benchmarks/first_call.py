@@ -89,7 +89,7 @@ def main():
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     trees = {"this tree": here}
     if args.against:
-        trees = {f"{os.path.abspath(args.against)}": args.against, **trees}
+        trees = {os.path.abspath(args.against): args.against, **trees}
     cache = tempfile.mkdtemp(prefix="jaxmirror-cache-")
     runs = {name: [] for name in trees}
     for round_ in range(args.rounds + 1):
