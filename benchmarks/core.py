@@ -24,6 +24,9 @@ from _common import git_revision, machine, markdown_table, min_time, stamp
 import jaxmirror as jm
 
 
+jm.enable_compilation_cache()  # a script is an entry point (jaxmirror/_cache.py)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--t1", type=float, default=3000.0)

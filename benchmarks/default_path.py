@@ -32,8 +32,9 @@ import jax
 jax.config.update("jax_enable_x64", True)
 import numpy as np
 import jaxmirror as jm
-from jaxmirror._compile_time import CompileTimer
-from jaxmirror._cores import host_parts
+jm.enable_compilation_cache()  # what a script does (importing changes nothing)
+from jaxmirror._sweep._compile_time import CompileTimer
+from jaxmirror._sweep._threads import host_parts
 if ALL_CORES:
     jm.use_all_cores()
 problem, _ = jm.datasets.sparse_regression(n=100, d=40, sparsity=5, seed=0)
@@ -94,6 +95,8 @@ def main():
 
     jax.config.update("jax_enable_x64", True)
     import jaxmirror as jm
+
+    jm.enable_compilation_cache()
 
     if args.all_cores:
         jm.use_all_cores()

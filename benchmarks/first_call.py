@@ -38,6 +38,7 @@ jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_log_compiles", True)
 import numpy as np
 import jaxmirror as jm
+jm.enable_compilation_cache()  # what a script does (older trees: already on)
 import xarray  # noqa: F401 - its import is the same for every tree
 problem, _ = jm.datasets.sparse_regression(n=100, d=40, sparsity=5, seed=0)
 side = int(np.ceil(np.sqrt(K)))

@@ -28,7 +28,10 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jaxmirror as jm  # noqa: E402
-from jaxmirror._compile_time import CompileTimer  # noqa: E402
+from jaxmirror._sweep._compile_time import CompileTimer  # noqa: E402
+
+
+jm.enable_compilation_cache()  # a script is an entry point (jaxmirror/_cache.py)
 
 
 def _sweep(problem, x_star, K, dtype, once, **options):

@@ -29,6 +29,9 @@ from _common import git_revision, machine, markdown_table, stamp
 import jaxmirror as jm
 
 
+jm.enable_compilation_cache()  # a script is an entry point (jaxmirror/_cache.py)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--evaluations", type=int, default=64)

@@ -7,7 +7,6 @@ from ._compare import (
     compare_to_flow as compare_to_flow,
     FlowComparison as FlowComparison,
 )
-from ._cores import use_all_cores as use_all_cores
 from ._discrete import (
     make_optimizer as make_optimizer,
     train as train,
@@ -77,8 +76,5 @@ from ._schedules import (
 )
 from ._solve import Solution as Solution, solve as solve
 from ._status import BiasStatus as BiasStatus, Status as Status
-from ._sweep import grid as grid, sweep as sweep
+from ._sweep import grid as grid, sweep as sweep, use_all_cores as use_all_cores
 from ._version import __version__ as __version__
-
-
-enable_compilation_cache()  # the one global JAX setting jaxmirror makes (see _cache.py)

@@ -1,17 +1,21 @@
 """The persistent compilation cache: compile each program once, reuse it in every process.
 
 A sweep's chunk, a solve or a prediction compiles in seconds, often longer than it runs.
-JAX can keep compiled programs on disk and load them in later processes; jaxmirror
-turns that on when it is imported, in a cache directory of its own:
+JAX can keep compiled programs on disk and load them in later processes.
+`jm.enable_compilation_cache()` turns that on, in a cache directory of jaxmirror's own:
 
 - `$JAXMIRROR_CACHE_DIR` if set, else `$XDG_CACHE_HOME/jaxmirror/xla` (by default
   `~/.cache/jaxmirror/xla`);
-- set `JAXMIRROR_CACHE_DIR=off` (before importing jaxmirror) to leave the cache off;
+- `JAXMIRROR_CACHE_DIR=off` leaves the cache off;
 - if you configured JAX's own cache (`jax_compilation_cache_dir`), jaxmirror keeps yours.
 
-This is the one global JAX setting jaxmirror makes. It changes no result: a cached
-program is the program that would be compiled. Every program is stored, the small
-eager ones too (together they take seconds to compile, milliseconds to load).
+`import jaxmirror` changes no JAX setting: a library that switched on a process-wide
+cache would decide for every other library in the process. The entry points call it
+(the `jaxmirror` command, `python -m jaxmirror.demo`, the benchmarks, the test suite,
+the notebooks' first cell); in your own scripts and notebooks, call it once after
+import. It changes no result: a cached program is the program that would be
+compiled. Every program is stored, the small eager ones too (together they take
+seconds to compile, milliseconds to load).
 
 **Not before jaxlib 0.6.1.** jaxlib 0.5.3 and 0.6.0 load some cached CPU programs
 wrongly: a `jm.solve` loaded from the cache returned after 0 steps with `MAX_STEPS`

@@ -8,8 +8,6 @@ order as $\eta \to 0$. AdamW's decoupled decay is another geometry: jaxmirror ru
 empirical comparison and claims no theory for it.
 """
 
-import warnings
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -17,14 +15,11 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float, Int, PyTree
 
+from ._arguments import check_inputs, check_learning_rate, check_steps
+from ._checking import is_concrete
 from ._gd_step import fit_gradient, keep_finite
-from ._inputs import check_inputs
-from ._kernels import choose_backend, compile_failure, gd_steps
+from ._kernels import choose_backend, gd_steps, GradientDescentKernel, PallasBackend
 from ._status import Status
-from ._validation import as_float_array, is_concrete
-
-
-OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 
 
 class TrainResult(eqx.Module):
@@ -57,6 +52,33 @@ class TrainResult(eqx.Module):
         return self.xs[..., -1, :]
 
 
+_OPTIMIZERS = {
+    "sgd": lambda lr, decay, momentum: optax.chain(decay, optax.sgd(lr)),
+    "momentum": lambda lr, decay, momentum: optax.chain(
+        decay, optax.sgd(lr, momentum=momentum)
+    ),
+    "adam": lambda lr, decay, momentum: optax.chain(decay, optax.adam(lr)),
+    # Decoupled: the decay is added after Adam's scaling (Loshchilov & Hutter).
+    "adamw": lambda lr, decay, momentum: optax.chain(
+        optax.scale_by_adam(), decay, optax.scale_by_learning_rate(lr)
+    ),
+}
+OPTIMIZERS = tuple(_OPTIMIZERS)
+"""The optimizers `jm.train` knows by name (any `optax.GradientTransformation` too)."""
+
+
+def check_optimizer(optimizer):
+    """A name in `OPTIMIZERS` or an `optax.GradientTransformation`."""
+    if isinstance(optimizer, optax.GradientTransformation) or (
+        isinstance(optimizer, str) and optimizer in _OPTIMIZERS
+    ):
+        return optimizer
+    raise ValueError(
+        f"`optimizer` must be one of {OPTIMIZERS} or an optax.GradientTransformation, "
+        f"got {optimizer!r}."
+    )
+
+
 def make_optimizer(optimizer, lr, schedule, momentum: float = 0.9):
     r"""The Optax transformation for `optimizer` with the schedule's weight decay.
 
@@ -64,25 +86,13 @@ def make_optimizer(optimizer, lr, schedule, momentum: float = 0.9):
     `"momentum"`, `"adam"` and user transformations; decoupled for `"adamw"`
     (Loshchilov & Hutter): $w \leftarrow w - \eta(\text{adam}(g) + \alpha_t w)$.
     """
+    optimizer = check_optimizer(optimizer)
     schedule_at = schedule.as_optax(lr)
     dtype = jnp.result_type(lr)  # a float32 run stays float32 with a float64 schedule
     decay = optax.add_decayed_weights(lambda count: schedule_at(count).astype(dtype))
     if isinstance(optimizer, optax.GradientTransformation):
         return optax.chain(decay, optimizer)
-    if optimizer == "sgd":
-        return optax.chain(decay, optax.sgd(lr))
-    if optimizer == "momentum":
-        return optax.chain(decay, optax.sgd(lr, momentum=momentum))
-    if optimizer == "adam":
-        return optax.chain(decay, optax.adam(lr))
-    if optimizer == "adamw":
-        return optax.chain(
-            optax.scale_by_adam(), decay, optax.scale_by_learning_rate(lr)
-        )
-    raise ValueError(
-        f"`optimizer` must be one of {OPTIMIZERS} or an optax.GradientTransformation, "
-        f"got {optimizer!r}."
-    )
+    return _OPTIMIZERS[optimizer](lr, decay, momentum)
 
 
 def _check_learning_rate(optimizer, lr) -> None:
@@ -159,43 +169,22 @@ def train(
 
     **Returns:** a `TrainResult` (`.xs`, `.ws`, `.loss`, `.status`, ...).
     """
-    if not (isinstance(steps, int | np.integer) and steps > 0):
-        raise ValueError(f"`steps` must be a positive int, got {steps!r}.")
+    steps = check_steps(steps)
     save_every = max(1, steps // 100) if save_every is None else save_every
     if not (isinstance(save_every, int | np.integer) and 0 < save_every <= steps):
         raise ValueError(
             f"`save_every` must be an int in [1, steps] = [1, {steps}], got {save_every!r}."
         )
-    if (
-        not isinstance(optimizer, optax.GradientTransformation)
-        and optimizer not in OPTIMIZERS
-    ):
-        raise ValueError(
-            f"`optimizer` must be one of {OPTIMIZERS} or an optax.GradientTransformation, "
-            f"got {optimizer!r}."
-        )
-    lr = as_float_array(lr)
-    if is_concrete(lr) and not (np.isfinite(lr) and float(lr) > 0):
-        raise ValueError(f"`lr` must be finite and > 0, got {float(lr)}.")
+    optimizer = check_optimizer(optimizer)
+    lr = check_learning_rate(lr)
     if isinstance(optimizer, optax.GradientTransformation) and is_concrete(lr):
         _check_learning_rate(optimizer, lr)
     problem, w0 = check_inputs(problem, pair, schedule, w0)
     _check_weight_decay(pair, w0)
-    kernel = choose_backend(backend, problem, pair, optimizer) == "pallas"
-    if kernel and backend == "auto":  # never run here before: compile it first
-        one = jnp.asarray(1.0, lr.dtype)
-        failure = compile_failure(
-            _train, problem, pair, schedule, w0, one, 1, 1, optimizer, True
-        )
-        if failure is not None:
-            warnings.warn(
-                f"jm.train: the gradient-descent kernel did not compile here "
-                f"({failure}); running the XLA path (backend='xla') instead.",
-                stacklevel=2,
-            )
-            kernel = False
+    kernel = GradientDescentKernel(problem, pair, optimizer, w0)
+    fused = isinstance(choose_backend(backend, kernel, "jm.train"), PallasBackend)
     return _train(
-        problem, pair, schedule, w0, lr, int(steps), int(save_every), optimizer, kernel
+        problem, pair, schedule, w0, lr, steps, int(save_every), optimizer, fused
     )
 
 

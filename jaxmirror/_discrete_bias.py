@@ -33,12 +33,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._arguments import check_inputs, check_learning_rate, check_steps
 from ._formulations._legendre_args import legendre_args
 from ._implicit_bias import can_interpolate, constrained_limit, default_tol
-from ._inputs import check_inputs
 from ._pairs import AbstractMirrorDescentPair, require
 from ._status import BiasStatus
-from ._validation import as_float_array, is_concrete
 
 
 _CAPABILITY = "the exact discrete mirror descent"
@@ -100,15 +99,12 @@ def discrete_implicit_bias(
     - `tol`, `max_iter`, `return_status`: as for `jm.implicit_bias`.
     """
     require(pair, AbstractMirrorDescentPair, _CAPABILITY)
-    if not (isinstance(steps, int | np.integer) and steps > 0):
-        raise ValueError(f"`steps` must be a positive int, got {steps!r}.")
+    steps = check_steps(steps)
     if not (isinstance(gain_steps, int | np.integer) and 0 <= gain_steps <= steps):
         raise ValueError(
             f"`gain_steps` must be an int in [0, steps], got {gain_steps!r}."
         )
-    lr = as_float_array(lr)
-    if is_concrete(lr) and not (np.isfinite(lr) and float(lr) > 0):
-        raise ValueError(f"`lr` must be finite and > 0, got {float(lr)}.")
+    lr = check_learning_rate(lr)
     problem, w0 = check_inputs(problem, pair, schedule, w0)
     if not can_interpolate(problem):
         raise ValueError(

@@ -23,23 +23,23 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
+from ._arguments import check_inputs
+from ._checking import float_dtype, is_concrete
 from ._formulations._legendre_args import legendre_args
-from ._inputs import check_inputs
 from ._pairs import (
     AbstractClockOnlyPair,
     AbstractClosedFormPair,
     AbstractMatrixPair,
     AbstractPenalisedPair,
 )
-from ._problems import AbstractLinearProblem, LeastSquares, MatrixSensing
+from ._problems import AbstractLeastSquares, AbstractLinearProblem, MatrixSensing
 from ._status import BiasStatus
-from ._validation import float_dtype, is_concrete
 
 
 def can_interpolate(problem) -> bool:
-    """Least squares with d <= n (Z may carry a leading batch axis): the flow interpolates,
-    so a schedule that switches off has the constrained limit."""
-    return isinstance(problem, LeastSquares) and problem.Z.shape[-2] <= problem.dim()
+    """Least squares with d <= n (its arrays may carry a leading configuration axis):
+    the flow interpolates, so a schedule that switches off has the constrained limit."""
+    return isinstance(problem, AbstractLeastSquares) and problem.can_interpolate()
 
 
 def _interpolating_reason(problem, pair) -> str | None:
@@ -60,7 +60,8 @@ def _interpolating_reason(problem, pair) -> str | None:
     if not can_interpolate(problem):
         return (
             "`problem`: the limit of a schedule that switches off needs a "
-            "`jm.LeastSquares` problem with at most as many measurements as unknowns "
+            "least-squares problem (`jm.AbstractLeastSquares`: `jm.LeastSquares`, "
+            "`jm.MatrixSensing`) with at most as many measurements as unknowns "
             "(d <= n), so that the flow interpolates"
         )
     return None
@@ -215,7 +216,7 @@ def constrained_limit(legendre, theta0, a_inf, problem, tol, max_iter, x_guess=N
     to the tolerance, in fewer iterations (a (40, 100) sparse-recovery sweep: up to
     20 from 0, up to 8 and mostly 1 to 5 from where its flows ended at T = 200).
     """
-    Z, y = problem.Z, problem.y
+    Z, y = problem.design(), problem.y
     if x_guess is None:
         lam_guess = jnp.zeros_like(y)
     else:

@@ -10,6 +10,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float
 
+from ._arguments import check_steps
 from ._implicit_bias import implicit_bias
 from ._schedules import AbstractSchedule
 from ._solve import solve
@@ -73,8 +74,7 @@ def optimize_schedule(
         raise ValueError(f"`via` must be 'implicit_bias' or 'solve', got {via!r}.")
     if via == "solve" and t1 is None:
         raise ValueError("`t1` is required with via='solve'.")
-    if not (isinstance(steps, int) and steps > 0):
-        raise ValueError(f"`steps` must be a positive int, got {steps!r}.")
+    steps = check_steps(steps)
     if not isinstance(schedule, AbstractSchedule):
         raise TypeError(
             f"`schedule` must be a jaxmirror schedule, got {type(schedule)}."

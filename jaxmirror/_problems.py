@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from ._checking import as_float_array, check, check_finite
 from ._custom_types import Point, Scalar
-from ._validation import as_float_array, check, check_finite
 
 
 class AbstractProblem(eqx.Module):
@@ -65,6 +65,50 @@ class AbstractLinearProblem(AbstractProblem):
         return self.prediction_grad(self.predict(x)) @ self.design()
 
 
+class AbstractDataProblem(AbstractLinearProblem):
+    r"""A loss of the predictions $Dx$ against targets $y$, one per row of $D$.
+
+    Its arrays may carry a leading configuration axis: a stack of K instances, built
+    by mapping the constructor (`eqx.filter_vmap(jm.LeastSquares)(Zs, ys)`), which
+    `jm.sweep` solves one per configuration (`stack_size`). A subclass declares the
+    targets `y` as a field.
+    """
+
+    y: eqx.AbstractVar[Float[Array, " d"]]
+
+    def stack_size(self) -> int | None:
+        """K for a stack of K instances (targets of shape `(K, d)`), else None."""
+        return self.y.shape[0] if self.y.ndim == 2 else None
+
+
+class AbstractLeastSquares(AbstractDataProblem):
+    r"""Least squares in the predictions: $f(x) = \tfrac12 |Dx - y|^2$ (a sum).
+
+    A fit that can interpolate ($Dx = y$ has solutions when $D$ has full row rank
+    and d <= n), so a schedule that switches off has a predicted limit
+    (`jm.implicit_bias`), and whose gradient $D^\top(Dx - y)$ the fused kernels
+    compute from a resident design (`backend="pallas"`).
+    """
+
+    def residual(self, x: Point) -> Float[Array, " d"]:
+        """The residual $Dx - y$."""
+        return self.predict(x) - self.y
+
+    def prediction_grad(self, z):
+        return z - self.y
+
+    def loss(self, x):
+        r = self.residual(x)
+        return 0.5 * jnp.dot(r, r)
+
+    def prediction_lipschitz(self):
+        return 1.0
+
+    def can_interpolate(self) -> bool:
+        """Whether there are at most as many measurements as unknowns (d <= n)."""
+        return self.y.shape[-1] <= self.dim()
+
+
 def _design(Z, y, name_y="y"):
     Z = as_float_array(Z)
     y = as_float_array(y)
@@ -78,7 +122,7 @@ def _design(Z, y, name_y="y"):
     return check_finite("Z", Z), check_finite(name_y, y)
 
 
-class LeastSquares(AbstractLinearProblem):
+class LeastSquares(AbstractLeastSquares):
     r"""Least squares $f(x) = \tfrac12 |Zx - y|^2$ (a sum, not a mean).
 
     **Arguments:**
@@ -96,25 +140,11 @@ class LeastSquares(AbstractLinearProblem):
     def design(self):
         return self.Z
 
-    def residual(self, x: Point) -> Float[Array, " d"]:
-        """The residual $Zx - y$."""
-        return self.predict(x) - self.y
-
-    def prediction_grad(self, z):
-        return z - self.y
-
-    def loss(self, x):
-        r = self.residual(x)
-        return 0.5 * jnp.dot(r, r)
-
     def dim(self):
         return self.Z.shape[-1]
 
-    def prediction_lipschitz(self):
-        return 1.0
 
-
-class Logistic(AbstractLinearProblem):
+class Logistic(AbstractDataProblem):
     r"""Logistic loss $f(x) = \sum_i \log(1 + e^{-y_i (Zx)_i})$, labels $y_i \in \{-1, 1\}$.
 
     **Arguments:**
@@ -147,7 +177,7 @@ class Logistic(AbstractLinearProblem):
         return 0.25
 
 
-class MatrixSensing(AbstractLinearProblem):
+class MatrixSensing(AbstractLeastSquares):
     r"""Matrix sensing $f(X) = \tfrac12\sum_i (\langle A_i, X\rangle - y_i)^2$ on $x = \operatorname{vec}(X)$.
 
     **Arguments:**
@@ -176,18 +206,8 @@ class MatrixSensing(AbstractLinearProblem):
         """The measurements as a d x (n1 n2) matrix acting on vec(X)."""
         return self.A.reshape(self.A.shape[0], -1)
 
-    def prediction_grad(self, z):
-        return z - self.y
-
-    def loss(self, x):
-        r = self.predict(x) - self.y
-        return 0.5 * jnp.dot(r, r)
-
     def dim(self):
         return self.A.shape[-2] * self.A.shape[-1]
-
-    def prediction_lipschitz(self):
-        return 1.0
 
     def check_shape(self, shape) -> None:
         """Raise a `ValueError` unless the measured matrices have shape `shape`."""

@@ -20,13 +20,13 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._custom_types import RealScalarLike
-from ._validation import (
+from ._checking import (
     as_float_array,
     check,
     check_nonnegative,
     check_positive,
 )
+from ._custom_types import RealScalarLike
 
 
 class AbstractSchedule(eqx.Module):

@@ -9,12 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PyTree
 
+from ._arguments import check_count, check_inputs, check_t1, check_tolerance
+from ._checking import as_float_array, call_checked, is_concrete, validated
 from ._convergence import distance_to_limit, is_converged
 from ._formulations import AbstractFormulation, as_formulation
-from ._inputs import check_count, check_inputs, check_t1, check_tolerance
-from ._status import Status
+from ._status import Status, status_code
 from ._tolerances import precision_tolerances, roundoff_rtol
-from ._validation import as_float_array, flagged, is_concrete, validated
 
 
 class Solution(eqx.Module):
@@ -67,6 +67,12 @@ class SolverOptions(eqx.Module):
     adjoint: dfx.AbstractAdjoint
     controller: dfx.AbstractAdaptiveStepSizeController | None
 
+    @property
+    def explicit(self) -> bool:
+        """Whether the solver is an explicit Runge-Kutta method: no linear solves
+        (LAPACK on a CPU) inside its steps."""
+        return isinstance(self.solver, dfx.AbstractERK)
+
     def stepsize_controller(
         self, y0, jump_ts, norm=None
     ) -> dfx.AbstractStepSizeController:
@@ -92,6 +98,28 @@ SOLVE_TOLERANCES = (1e-8, 1e-10)
 """`jm.solve`'s default `rtol` and `atol` in float64 (see `_tolerances.py` for others)."""
 
 
+def check_solver(solver):
+    """An adaptive diffrax solver."""
+    if not isinstance(solver, dfx.AbstractAdaptiveSolver):
+        raise ValueError(
+            "`solver` must be an adaptive diffrax solver (e.g. `diffrax.Tsit5()`, "
+            f"`diffrax.Dopri8()`), got {type(solver).__name__}."
+        )
+    return solver
+
+
+def check_controller(controller):
+    """None (the default controller) or an adaptive diffrax step-size controller."""
+    if controller is not None and not isinstance(
+        controller, dfx.AbstractAdaptiveStepSizeController
+    ):
+        raise ValueError(
+            "`stepsize_controller` must be an adaptive diffrax step-size controller "
+            f"(e.g. `diffrax.PIDController`), got {type(controller).__name__}."
+        )
+    return controller
+
+
 def solver_options(
     solver=None,
     rtol=SOLVE_TOLERANCES[0],
@@ -101,19 +129,8 @@ def solver_options(
     stepsize_controller=None,
 ) -> SolverOptions:
     """Check the solver options of `solve` and `sweep` and bundle them."""
-    solver = dfx.Tsit5() if solver is None else solver
-    if not isinstance(solver, dfx.AbstractAdaptiveSolver):
-        raise ValueError(
-            "`solver` must be an adaptive diffrax solver (e.g. `diffrax.Tsit5()`, "
-            f"`diffrax.Dopri8()`), got {type(solver).__name__}."
-        )
-    if stepsize_controller is not None and not isinstance(
-        stepsize_controller, dfx.AbstractAdaptiveStepSizeController
-    ):
-        raise ValueError(
-            "`stepsize_controller` must be an adaptive diffrax step-size controller "
-            f"(e.g. `diffrax.PIDController`), got {type(stepsize_controller).__name__}."
-        )
+    solver = dfx.Tsit5() if solver is None else check_solver(solver)
+    check_controller(stepsize_controller)
     adjoint = dfx.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
     if not isinstance(adjoint, dfx.AbstractAdjoint):
         raise ValueError(
@@ -318,29 +335,9 @@ def solve(
 
 
 def initial_state(formulation, problem, pair, schedule, w0):
-    """`formulation.init(problem, pair, schedule, w0)`, its checks raising now.
-
-    With concrete inputs, as one compiled program that also says whether every
-    check holds (the persistent cache keeps it; op by op, the same checks and
-    coordinates would compile dozens of small programs per shape), and eagerly again,
-    for the check's own message, only where one fails. Traced inputs (`jm.solve`
-    inside a user's `jit`, `vmap` or `grad`) are passed straight through, their
-    checks as `eqx.error_if`.
-    """
-    inputs = (formulation, problem, pair, schedule, w0)
-    if is_concrete(inputs):
-        try:
-            state, ok = _flagged_init(*inputs)
-            if bool(ok):
-                return state
-        except Exception:  # noqa: BLE001 - the eager call below reports it
-            pass
-    return formulation.init(problem, pair, schedule, w0)
-
-
-@eqx.filter_jit
-def _flagged_init(formulation, problem, pair, schedule, w0):
-    return flagged(formulation.init)(problem, pair, schedule, w0)
+    """`formulation.init(problem, pair, schedule, w0)`, its checks raising now
+    (`_checking.call_checked`: one compiled program when every check holds)."""
+    return call_checked(formulation.init, problem, pair, schedule, w0)
 
 
 @eqx.filter_jit
@@ -408,7 +405,7 @@ def _solution(formulation, problem, sol, args, saveat, field, options, convergen
     xs = jax.vmap(formulation.point, in_axes=(0, 0, None, None))(ts, ys, problem, args)
     # Unreached times hold inf in x too (the readout of an inf state may be NaN).
     xs = jnp.where(jnp.isinf(ts)[:, None], jnp.inf, xs)
-    status = status_code(sol.result, xs, field_finite)
+    status = solver_status(sol.result, xs, field_finite)
     converged, distance = jnp.zeros((), bool), jnp.full((), jnp.nan, xs.dtype)
     if convergence:
         converged, distance = final_convergence(
@@ -466,22 +463,11 @@ def all_finite(tree) -> Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
 
 
-def status_code(result, xs, field_finite) -> Int[Array, ""]:
-    """The `Status` of one solve from diffrax's result and the finiteness of its output.
-
-    A non-finite vector field at the last state reached explains a failure (the
-    controller rejects non-finite steps until it runs out of steps).
-    """
-    failed = jnp.where(
-        ~field_finite,
-        Status.NONFINITE,
-        jnp.where(
-            result == dfx.RESULTS.max_steps_reached,
-            Status.MAX_STEPS,
-            Status.SOLVER_FAILURE,
-        ),
+def solver_status(result, xs, field_finite) -> Int[Array, ""]:
+    """The `Status` of one diffrax solve (`_status.status_code`)."""
+    return status_code(
+        result == dfx.RESULTS.successful,
+        result == dfx.RESULTS.max_steps_reached,
+        jnp.all(jnp.isfinite(xs)),
+        field_finite,
     )
-    finite = jnp.all(jnp.isfinite(xs)) & field_finite
-    ok = result == dfx.RESULTS.successful
-    code = jnp.where(ok, jnp.where(finite, Status.SUCCESS, Status.NONFINITE), failed)
-    return code.astype(jnp.int32)

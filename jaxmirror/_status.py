@@ -61,3 +61,38 @@ class BiasStatus(_StatusEnum):
     CONVERGED = 0, "the optimality conditions hold to the tolerance"
     MAX_ITERATIONS = 1, "the iteration cap `max_iter` ran out first"
     NONFINITE = 2, "the iteration produced a non-finite value"
+
+
+def _choose(flag, if_true, if_false):
+    """`if_true` where `flag`, else `if_false`, as int32: by arithmetic on the flag,
+    so that the same code runs inside a Pallas kernel (where `jnp.where` of two
+    Python ints would make constants, which a kernel may not capture: JAX < 0.6)."""
+    flag = flag.astype("int32")
+    return if_false + (if_true - if_false) * flag
+
+
+def status_code(reached_t1, out_of_steps, x_finite, field_finite):
+    r"""The `Status` of a flow from how its solver ended and what it left.
+
+    The one derivation shared by `jm.solve`, both sweep strategies and the flow
+    kernel (elementwise, so it serves one flow or a batch).
+
+    **Arguments** (boolean arrays):
+
+    - `reached_t1`: the solver reached t1;
+    - `out_of_steps`: else, it stopped because its step budget ran out;
+    - `x_finite`: the model point x at the last state reached is finite;
+    - `field_finite`: the vector field at that state is finite.
+
+    A non-finite vector field explains a failure (the step-size controller rejects
+    non-finite steps until the budget runs out), so it reads `NONFINITE`, not
+    `MAX_STEPS`.
+    """
+    finite = x_finite & field_finite
+    failed = _choose(
+        ~field_finite,
+        int(Status.NONFINITE),
+        _choose(out_of_steps, int(Status.MAX_STEPS), int(Status.SOLVER_FAILURE)),
+    )
+    done = _choose(finite, int(Status.SUCCESS), int(Status.NONFINITE))
+    return _choose(reached_t1, done, failed).astype("int32")

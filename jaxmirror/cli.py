@@ -30,7 +30,7 @@ def _summary(ds) -> str:
     import numpy as np
 
     from ._status import Status
-    from ._store import PENDING
+    from ._sweep._store import PENDING
 
     status = np.asarray(ds.status.values)
     converged = np.asarray(ds.converged.values)
@@ -183,6 +183,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from ._cache import enable_compilation_cache
+
+    enable_compilation_cache()  # an entry point's choice (jaxmirror/_cache.py)
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
     if args.command == "demo":

@@ -137,9 +137,10 @@ def plot(results, path):
 
 
 def main(argv=None):
-    jax.config.update(
-        "jax_enable_x64", True
-    )  # an entry point: checks against closed forms
+    # An entry point: float64 for checks against closed forms, and compiled programs
+    # kept across runs (jaxmirror/_cache.py).
+    jax.config.update("jax_enable_x64", True)
+    jm.enable_compilation_cache()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo.png", help="where to save the figure")
     parser.add_argument("--alpha", type=float, default=0.1)

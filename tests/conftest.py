@@ -4,8 +4,13 @@ import jax
 import jax.random as jr
 import pytest
 
+import jaxmirror as jm
+
 
 jax.config.update("jax_enable_x64", True)
+# The suite is an entry point: it keeps compiled programs across its workers and runs
+# (importing jaxmirror changes no JAX setting; see jaxmirror/_cache.py).
+jm.enable_compilation_cache()
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
 

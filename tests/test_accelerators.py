@@ -150,7 +150,7 @@ def test_host_parts_one_per_core_in_equal_powers_of_two(
 ):
     """On one CPU device a chunk splits into the most parts that are a power of two,
     at most the core count, divide the chunk and hold at least `MIN_PART` (4)."""
-    from jaxmirror import _cores
+    from jaxmirror._sweep import _threads as _cores
 
     monkeypatch.setattr(_cores, "available_cores", lambda: cores)
     assert _cores.host_parts(size) == parts
@@ -164,7 +164,7 @@ def _threaded_sweep(monkeypatch, cores, problem=None, solver=None):
     import jax.numpy as jnp
 
     import jaxmirror as jm
-    from jaxmirror import _cores, _strategies
+    from jaxmirror._sweep import _strategies, _threads as _cores
 
     monkeypatch.setattr(_cores, "available_cores", lambda: cores)
     used = []
@@ -210,17 +210,74 @@ def test_threaded_solves_equal_one_call(monkeypatch):
 
 
 @one_cpu_device
-def test_user_code_is_never_threaded(monkeypatch):
-    """A user's problem (`jm.Problem`, which might call LAPACK: two such programs at
-    once can deadlock XLA:CPU) runs its solves in one call, even with two cores."""
+def test_user_code_is_threaded_only_without_lapack(monkeypatch):
+    """Whether a flow may run in host threads is read from its traced program: a
+    user's problem (`jm.Problem`) whose loss calls LAPACK (two such programs at once
+    can deadlock XLA:CPU) runs its solves in one call, even with two cores; the same
+    loss without LAPACK runs in two threads, to the same results."""
+    import jax.numpy as jnp
+
     import jaxmirror as jm
 
-    def as_callable(linear):
+    def plain(linear):
         return jm.Problem(linear.loss, n=linear.dim())
 
-    ds, used = _threaded_sweep(monkeypatch, 2, problem=as_callable)
-    assert used == [1]
-    assert np.all(ds.status.values == 0)
+    def through_lapack(linear):
+        Z, y = linear.Z, linear.y
+        gram = Z @ Z.T + jnp.eye(Z.shape[0])
+
+        def loss(x):  # 1/2 |Zx - y|^2 written through a solve with Z Z^T + I
+            r = Z @ x - y
+            return 0.5 * r @ (gram @ jnp.linalg.solve(gram, r))
+
+        return jm.Problem(loss, n=linear.dim())
+
+    lapack, used_lapack = _threaded_sweep(monkeypatch, 2, problem=through_lapack)
+    user, used_user = _threaded_sweep(monkeypatch, 2, problem=plain)
+    assert used_lapack == [1] and used_user == [2]
+    assert np.all(lapack.status.values == 0) and np.all(user.status.values == 0)
+    np.testing.assert_allclose(lapack.x_final, user.x_final, rtol=0, atol=1e-8)
+
+
+def test_the_thread_rule_reads_the_flows_program():
+    """`splits_over_cores` finds LAPACK and host callbacks in a flow's program
+    (nested in loops and custom solves too), and nothing in the built-in flows."""
+    import diffrax as dfx
+    import jax
+    import jax.numpy as jnp
+
+    import jaxmirror as jm
+    from jaxmirror._solve import solver_options
+    from jaxmirror._sweep._threads import splits_over_cores
+
+    linear, _ = jm.datasets.sparse_regression(n=20, d=8, sparsity=2, seed=1)
+    pair = jm.Hadamard()
+    w0, schedule = pair.init(jnp.zeros(20)), jm.SwitchOff(0.1, 5.0)
+    explicit, implicit = solver_options(), solver_options(dfx.Kvaerno5())
+
+    def splits(problem, formulation=jm.DualFormulation(), options=explicit):
+        return splits_over_cores(formulation, problem, pair, schedule, w0, options)
+
+    class HostGradient(jm.AbstractProblem):  # its gradient computed by NumPy
+        def loss(self, x):
+            return 0.5 * jnp.sum(x**2)
+
+        def grad(self, x):
+            shape = jax.ShapeDtypeStruct(x.shape, x.dtype)
+            return jax.pure_callback(lambda v: np.asarray(v), shape, x)
+
+        def dim(self):
+            return 20
+
+    assert splits(linear, jm.RowSpaceFormulation())
+    assert splits(linear, jm.ParameterFormulation())
+    assert not splits(linear, jm.RowSpaceFormulation(), implicit)
+    assert splits(jm.Problem(linear.loss, n=20))
+    spectral = lambda x: jnp.linalg.norm(x[:16].reshape(4, 4), 2) ** 2  # an SVD
+    solved = lambda x: jnp.sum(jnp.linalg.solve(jnp.eye(20) + jnp.outer(x, x), x))
+    assert not splits(jm.Problem(spectral, n=20))
+    assert not splits(jm.Problem(solved, n=20))
+    assert not splits(HostGradient())
 
 
 @one_cpu_device
@@ -245,8 +302,8 @@ def test_map_parts_runs_each_part_in_the_callers_context():
     of the compilation cache); the slices cover the configurations in order."""
     import jax.numpy as jnp
 
-    from jaxmirror._cores import map_parts
-    from jaxmirror._validation import _VALIDATED, validated
+    from jaxmirror._checking import _VALIDATED, validated
+    from jaxmirror._sweep._threads import map_parts
 
     def part(lo, hi):
         return jnp.arange(lo, hi), jnp.full((hi - lo,), _VALIDATED.get())
@@ -267,12 +324,12 @@ def test_lapack_runs_in_one_thread_inside_a_chunk_and_is_restored_after(monkeypa
     import threadpoolctl
 
     import jaxmirror as jm
-    from jaxmirror import _strategies
+    from jaxmirror._sweep import _chunks
 
     if jax.default_backend() != "cpu":
         pytest.skip("LAPACK threads concern the CPU backend")
     seen = []
-    predict = _strategies._predict
+    predict = _chunks.predict
 
     def threads():  # OpenBLAS only (scikit-learn loads OpenMP, left alone)
         info = threadpoolctl.threadpool_info()
@@ -302,7 +359,7 @@ def test_lapack_runs_in_one_thread_inside_a_chunk_and_is_restored_after(monkeypa
     sweep()
     import sklearn.datasets  # noqa: F401 - loads OpenMP, whose threads stay as they are
 
-    monkeypatch.setattr(_strategies, "_predict", spying)
+    monkeypatch.setattr(_chunks, "predict", spying)
     with threadpoolctl.threadpool_limits(2, user_api="blas"):
         before = threads()
         sweep()
@@ -316,7 +373,7 @@ def _parameter_sweep(monkeypatch, cores, **options):
     import jax.numpy as jnp
 
     import jaxmirror as jm
-    from jaxmirror import _cores
+    from jaxmirror._sweep import _threads as _cores
 
     monkeypatch.setattr(_cores, "available_cores", lambda: cores)
     problem, _ = jm.datasets.sparse_regression(n=20, d=8, sparsity=2, seed=1)
@@ -355,7 +412,7 @@ def test_auto_strategy_shares_the_step_of_a_matrix_pair_on_any_cpu(monkeypatch, 
     import jax
 
     import jaxmirror as jm
-    from jaxmirror import _cores
+    from jaxmirror._sweep import _threads as _cores
 
     monkeypatch.setattr(_cores, "available_cores", lambda: cores)
     problem, *_ = jm.datasets.commuting_sensing(n=5, d=4, rank=2, seed=0)

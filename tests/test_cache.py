@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import jaxmirror as jm
-from jaxmirror import _cache, _strategies
+from jaxmirror import _cache
+from jaxmirror._sweep import _strategies
 
 
 SWEEP = """
@@ -22,6 +23,7 @@ events = collections.Counter()
 monitoring.register_event_listener(lambda name, **kw: events.update([name]))
 jax.config.update("jax_enable_x64", True)
 import numpy as np, jax.numpy as jnp, jaxmirror as jm
+jm.enable_compilation_cache()  # an entry point's call: importing changes nothing
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 problem, _ = jm.datasets.sparse_regression(n=12, d=5, sparsity=2, seed=1)
 pair = jm.Hadamard()
@@ -65,6 +67,26 @@ def test_a_second_process_compiles_nothing(tmp_path):
     # A solve loaded from the cache takes the steps it took when compiled (jaxlib
     # 0.5.3 and 0.6.0 loaded it wrongly: 0 steps).
     assert second["solve"] == first["solve"] and first["solve"][1] == 0
+
+
+def test_importing_jaxmirror_changes_no_jax_setting(tmp_path):
+    """The compilation cache is an entry point's choice: `import jaxmirror` leaves
+    JAX's configuration as it was, and `jm.enable_compilation_cache()` turns the
+    cache on in jaxmirror's directory."""
+    script = (
+        "import jax, json; before = jax.config.jax_compilation_cache_dir\n"
+        "import jaxmirror as jm; after = jax.config.jax_compilation_cache_dir\n"
+        "chosen = str(jm.enable_compilation_cache())\n"
+        "print(json.dumps([before, after, chosen, jax.config.jax_compilation_cache_dir]))"
+    )
+    env = {**os.environ, "JAXMIRROR_CACHE_DIR": str(tmp_path / "xla")}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    before, after, chosen, configured = json.loads(done.stdout.splitlines()[-1])
+    assert before is None and after is None
+    assert chosen == configured == str(tmp_path / "xla")
 
 
 def test_cache_directory_can_be_chosen_or_turned_off(tmp_path, monkeypatch):
@@ -114,7 +136,7 @@ def test_compile_timer_counts_compiling_inside_its_block_only():
     adds nothing; a timer that has exited stops counting."""
     import jax
 
-    from jaxmirror._compile_time import CompileTimer
+    from jaxmirror._sweep._compile_time import CompileTimer
 
     f = jax.jit(lambda x: jnp.sin(x) * 3.0 + 1.0)
     with CompileTimer() as outer:

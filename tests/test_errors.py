@@ -247,7 +247,7 @@ def test_flagged_records_each_check_instead_of_raising():
     """Inside `flagged`, a check on traced values becomes a flag: False where it fails
     (per row under `vmap`), True where it holds, and no host callback in the program
     (so the persistent compilation cache can keep it)."""
-    from jaxmirror._validation import check_positive, flagged
+    from jaxmirror._checking import check_positive, flagged
 
     positive = flagged(lambda x: 2.0 * check_positive("x", x))
     out, ok = jax.jit(positive)(jnp.array([1.0, 3.0]))

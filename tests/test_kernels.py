@@ -111,10 +111,12 @@ def test_kernels_lower_to_triton_for_a_gpu(dtype):
     custom call in the CUDA program), in float32 and float64. This checks JAX's
     Pallas-to-Triton lowering of every operation they use; compiling that IR for a
     GPU (PTX) needs one."""
-    from jaxmirror import _discrete, _flow_kernel, _kernels, _strategies
+    from jaxmirror import _discrete, _kernels
+    from jaxmirror._batch import Batch
+    from jaxmirror._checking import validated
     from jaxmirror._formulations import RowSpaceFormulation
+    from jaxmirror._kernels import _flow
     from jaxmirror._solve import solver_options
-    from jaxmirror._validation import validated
 
     problem, x0 = _instance(dtype)
     pair = jm.Hadamard()
@@ -124,10 +126,10 @@ def test_kernels_lower_to_triton_for_a_gpu(dtype):
         jnp.linspace(0.0, 0.2, 16).astype(dtype), jnp.linspace(1, 5, 16).astype(dtype)
     )
     options = solver_options(rtol=1e-6, atol=1e-9)
-    batch = _strategies.Batch(16, False, False)
+    batch = Batch(16, False, False)
 
     def flow(schedules, w0):
-        return _flow_kernel._solve_local(
+        return _flow._solve_local(
             RowSpaceFormulation(), problem, pair, schedules, w0, 10.0, options, batch
         )
 

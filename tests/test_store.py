@@ -18,7 +18,7 @@ import pytest
 import xarray as xr
 
 import jaxmirror as jm
-from jaxmirror import _store
+from jaxmirror._sweep import _store
 
 from .helpers import start_cli_sweep
 

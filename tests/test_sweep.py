@@ -651,7 +651,7 @@ def test_chunks_cover_the_pending_configurations_in_power_of_two_buckets():
     """Adaptive chunks: every pending configuration exactly once and in order, each
     chunk padded to a power of two of units (a few compiled programs serve all), growing
     while chunks run fast and shrinking when they run slow."""
-    from jaxmirror._sweep import _Chunks
+    from jaxmirror._sweep._chunks import Chunks as _Chunks
 
     chunks = _Chunks(unit=4, adaptive=True, size=70)
     pending = np.ones(70, bool)

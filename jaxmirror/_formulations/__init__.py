@@ -1,6 +1,5 @@
 """Formulations of the regularized gradient flow, and the one registry of their names."""
 
-from .._pairs import AbstractMatrixPair
 from .._tolerances import roundoff_rtol
 from ._base import AbstractFormulation as AbstractFormulation
 from ._dual import DualFormulation as DualFormulation
@@ -28,29 +27,6 @@ FORMULATIONS = {
 # float32's default rtol (1.2e-5) the row-space formulation is again the fastest.
 _PREFERENCE = (RowSpaceFormulation, DualFormulation, ParameterFormulation)
 _NEAR_ROUNDOFF = (ParameterFormulation,)
-
-
-def prefers_shared_step(
-    formulation: AbstractFormulation, threads: int = 1, pair=None
-) -> bool:
-    """Whether, on a CPU whose sweep solves run in `threads` host threads, one
-    shared-step batch beats independent solves (measured; numbers in
-    benchmarks/RESULTS.md): only for the parameter formulation, and there
-
-    - in one thread, whose elementwise field is cheap enough that its batch keeps up
-      (13.1-14.0 s against 13.2-13.6 s at (40, 100), K = 1,024, float64); in two
-      threads the independent solves take 8.2 s against 12.5 s;
-    - for a matrix pair (`AbstractMatrixPair`) in any number of threads: its vmapped
-      independent solves are slower than one shared step sequence even in two
-      threads (2 cores: 20 x 20 Gaussian sensing, K = 4, 12.2 s against 8.4 s;
-      50 x 50 commuting sensing, one instance per configuration, K = 4, 93 s
-      against 63 s, where solving them one by one took 88 s).
-
-    The Legendre formulations take fewer steps each under `vmap` than one shared
-    step sequence, which every configuration's switch-off time cuts."""
-    if not isinstance(formulation, ParameterFormulation):
-        return False
-    return threads == 1 or isinstance(pair, AbstractMatrixPair)
 
 
 def auto_formulation(problem, pair, dtype, rtol=None) -> AbstractFormulation:

@@ -2,8 +2,8 @@ r"""The Hadamard (diagonal linear network) pair $x = m \odot w$."""
 
 import jax.numpy as jnp
 
+from .._checking import check, check_point, check_scale
 from .._legendre import HyperbolicEntropy
-from .._validation import check, check_point, check_scale
 from ._base import AbstractMirrorDescentPair, AbstractPenalisedPair
 
 

@@ -2,8 +2,8 @@ r"""The logarithmic pair $x = \log u - \log v$."""
 
 import jax.numpy as jnp
 
+from .._checking import check, check_point, check_scale
 from .._legendre import LogisticEntropy
-from .._validation import check, check_point, check_scale
 from ._base import AbstractClockOnlyPair
 
 

@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._checking import as_float_array, check_positive, is_prng_key
 from .._problems import LeastSquares, MatrixSensing
-from .._validation import as_float_array, check_positive, is_prng_key
 from ._base import AbstractMatrixPair
 from ._hadamard import Hadamard
 from ._square import Square

@@ -6,8 +6,8 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
+from .._checking import check, check_point, check_scale
 from .._legendre import PowerEntropy
-from .._validation import check, check_point, check_scale
 from ._base import AbstractClosedFormPair, AbstractPenalisedPair
 from ._diff_squares import DiffSquares
 

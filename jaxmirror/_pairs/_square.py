@@ -2,8 +2,8 @@ r"""The square pair $x = w \odot w$."""
 
 import jax.numpy as jnp
 
+from .._checking import as_float_array, check, check_point, is_concrete
 from .._legendre import ShiftedEntropy
-from .._validation import as_float_array, check, check_point, is_concrete
 from ._base import AbstractMirrorDescentPair, AbstractPenalisedPair
 
 

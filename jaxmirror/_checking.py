@@ -1,8 +1,12 @@
-"""Input checks shared by the public entry points.
+"""The checking mechanism: how a check raises, eagerly or inside compiled code.
 
 Facts known at trace time raise ``ValueError`` at once. Facts about values raise
 ``ValueError`` when the value is concrete (the common, eager case) and otherwise go
 through :func:`equinox.error_if`, so they still fire under ``jit`` and ``vmap``.
+`validated` and `flagged` change what a traced check does (trust, or record), and
+`call_checked` uses them to run a function's checks in one compiled program. The
+checks of each entry point's arguments are in `_arguments.py`; the value checks
+every module shares (`check_finite`, `check_scale`, ...) are here.
 """
 
 import contextlib
@@ -83,6 +87,57 @@ def flagged(fn: Callable) -> Callable:
         return out, ok
 
     return with_flags
+
+
+def call_checked(fn: Callable, *args, in_axes=None, mapped_failure: str = ""):
+    """`fn(*args)`, or `eqx.filter_vmap(fn, in_axes=in_axes)(*args)`, its checks
+    raising now.
+
+    With concrete inputs, first as one compiled program that also says whether every
+    `check` holds (`flagged`: no host callback, so the persistent compilation cache
+    keeps it, where the same checks op by op would compile dozens of small programs
+    per shape); only where one fails, or the program cannot be built (a user's code,
+    say), eagerly again, for the check's own message. Traced inputs (a user's `jit`,
+    `vmap` or `grad`) are passed straight through, their checks as `eqx.error_if`.
+
+    `fn` must be hashable (a function, or a bound method of an Equinox module): it
+    keys the compiled program. Under `in_axes`, an eager failure is raised as a
+    `ValueError` whose message starts with `mapped_failure` (an `error_if` raised
+    under `vmap` carries Equinox's banner instead of the check's words).
+    """
+    if is_concrete(args):
+        try:
+            out, ok = _flagged_call(fn, in_axes, args)
+            if bool(ok):
+                return out
+        except Exception:  # noqa: BLE001 - the eager call below reports it
+            pass
+    if in_axes is None:
+        return fn(*args)
+    try:
+        return eqx.filter_vmap(fn, in_axes=in_axes)(*args)
+    except Exception as error:  # noqa: BLE001 - error_if under vmap: say it plainly
+        raise ValueError(f"{mapped_failure}{runtime_message(error)}") from None
+
+
+@eqx.filter_jit
+def _flagged_call(fn, in_axes, args):
+    checked = flagged(fn)
+    if in_axes is None:
+        return checked(*args)
+    out, ok = eqx.filter_vmap(checked, in_axes=in_axes)(*args)
+    return out, jnp.all(ok)
+
+
+def runtime_message(error: Exception) -> str:
+    """The message of an `eqx.error_if` raised at run time, without Equinox's stack
+    banner ("Above is the stack outside of JIT...") and debugging advice."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in lines:
+        prefix, found, message = line.partition("EquinoxRuntimeError: ")
+        if found and prefix in ("", "equinox."):
+            return message
+    return next((line for line in lines if not line.startswith("Above is")), "")
 
 
 def check(

@@ -10,10 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._checking import as_float_array, check, is_concrete
 from ._pairs import AbstractMatrixPair, AbstractPair
 from ._problems import as_problem, MatrixSensing
 from ._schedules import AbstractSchedule
-from ._validation import as_float_array, check, is_concrete
 
 
 def check_pair(pair) -> None:
@@ -121,3 +121,21 @@ def check_count(name: str, value, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"`{name}` must be an int >= {minimum}, got {value!r}.")
     return int(value)
+
+
+def check_steps(steps, name: str = "steps") -> int:
+    """A number of steps: a Python int > 0 (bools refused)."""
+    if isinstance(steps, bool) or not (
+        isinstance(steps, int | np.integer) and steps > 0
+    ):
+        raise ValueError(f"`{name}` must be a positive int, got {steps!r}.")
+    return int(steps)
+
+
+def check_learning_rate(lr):
+    """`lr` as a floating array, finite and > 0 (checked now when concrete; a traced
+    one, under a user's `vmap`, is trusted)."""
+    lr = as_float_array(lr)
+    if is_concrete(lr) and not (np.all(np.isfinite(lr)) and np.all(np.asarray(lr) > 0)):
+        raise ValueError(f"`lr` must be finite and > 0, got {np.asarray(lr)}.")
+    return lr

@@ -6,8 +6,16 @@ CPU device, `jm.sweep` splits each chunk into one part per core (`host_parts`) a
 solves the parts from as many host threads (`map_parts`): XLA:CPU executes a program
 in the thread that calls it, and the parts run side by side. Measured on a 2-core
 machine (`benchmarks/RESULTS.md`): a default K = 512 sweep takes 1.80 s against
-3.23 s in one thread. Only jaxmirror's own problems, pairs and schedules, under an
-explicit solver, are split (`_strategies.py` says why).
+3.23 s in one thread.
+
+Not every sweep may be split: XLA:CPU deadlocks when LAPACK runs in two programs at
+once (measured: the second chunk of a sweep hung, and Kvaerno5 in two threads hung
+at its first chunk, 0% CPU). So a sweep's solves run in threads only under an
+explicit solver and where the flow itself (the formulation's `init`, `field` and
+`point` for this problem, pair and schedule) calls no LAPACK routine and no host
+callback: `splits_over_cores` reads that from the flow's traced program, for the
+built-in pairs and problems and for a user's alike. The convergence check and the
+predictions (LAPACK inside loops) never run in threads.
 
 `use_all_cores` is the other way: one JAX device per core, over which `jm.sweep`
 shards its chunks. JAX fixes its devices when it first computes anything, so it must
@@ -36,6 +44,9 @@ import os
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jax.extend import core as jax_core
+
+from .._checking import validated
 
 
 def available_cores() -> int:
@@ -107,7 +118,7 @@ def map_parts(solve_part, size: int, parts: int):
     Each part waits for its result in its thread, so that the programs run side by
     side (a program's first call is compiled once: JAX makes concurrent callers of an
     uncompiled program wait for the one compilation). Each thread runs in a copy of
-    the caller's context variables (e.g. `_validation.validated`, without which the
+    the caller's context variables (e.g. `_checking.validated`, without which the
     programs would carry runtime checks and miss the compilation cache).
     """
     if parts == 1:
@@ -167,3 +178,63 @@ def lapack_in_one_thread():
         return
     with _openblas().limit(limits=1):
         yield
+
+
+# Primitives that call LAPACK on a CPU, or leave XLA for the host.
+_UNTHREADABLE = frozenset(
+    {
+        "cholesky",
+        "eig",
+        "eigh",
+        "geqp3",
+        "geqrf",
+        "hessenberg",
+        "householder_product",
+        "lu",
+        "lu_pivots_to_permutation",
+        "qr",
+        "schur",
+        "svd",
+        "triangular_solve",
+        "tridiagonal",
+        "tridiagonal_solve",
+        "ffi_call",
+        "pure_callback",
+        "io_callback",
+        "debug_callback",
+    }
+)
+
+
+def _primitives(jaxpr, found: set) -> set:
+    """Every primitive in `jaxpr` and the programs nested in it."""
+    for equation in jaxpr.eqns:
+        found.add(equation.primitive.name)
+        for param in equation.params.values():
+            for value in param if isinstance(param, list | tuple) else (param,):
+                if isinstance(value, jax_core.ClosedJaxpr):
+                    _primitives(value.jaxpr, found)
+                elif isinstance(value, jax_core.Jaxpr):
+                    _primitives(value, found)
+    return found
+
+
+def splits_over_cores(formulation, problem, pair, schedule, w0, options) -> bool:
+    """Whether a sweep's independent solves may run in host threads (module
+    docstring): an explicit Runge-Kutta solver, and no LAPACK call or host callback
+    in one configuration's flow (`problem`, `schedule` and `w0` of one
+    configuration). Decided once per sweep."""
+    if not options.explicit:
+        return False
+
+    def flow(problem, schedule, w0):
+        y0, args = formulation.init(problem, pair, schedule, w0)
+        t = jnp.zeros((), jax.tree_util.tree_leaves(y0)[0].dtype)
+        return formulation.field(t, y0, problem, args), formulation.point(
+            t, y0, problem, args
+        )
+
+    dynamic, static = eqx.partition((problem, schedule, w0), eqx.is_array)
+    with validated():  # as the solves run: no checks (host callbacks) inside
+        traced = jax.make_jaxpr(lambda d: flow(*eqx.combine(d, static)))(dynamic)
+    return not (_primitives(traced.jaxpr, set()) & _UNTHREADABLE)

@@ -1,6 +1,6 @@
 r"""Where a sweep's results live: one Zarr store, written chunk by chunk.
 
-Storage is kept apart from the numerics (`_sweep.py`). A sweep into `out` holds:
+Storage is kept apart from the numerics (the rest of `_sweep/`). A sweep into `out` holds:
 
 - a **lock** (`.OUT.jaxmirror.lock` beside `out`, an OS file lock through `filelock`):
   a second run
@@ -32,8 +32,8 @@ import equinox as eqx
 import jax
 import numpy as np
 
-from ._status import BiasStatus, Status
-from ._version import __version__
+from .._status import BiasStatus, Status
+from .._version import __version__
 
 
 PENDING = -1  # the status of a configuration not computed yet
@@ -268,6 +268,15 @@ class SweepStore:
 
         status = zarr.open_array(self.path / "status", mode="r")
         return np.asarray(status[...]) == PENDING
+
+    def write_chunk(self, index: np.ndarray, dataset) -> None:
+        """Write a chunk's results for configurations `index` (sorted): one region
+        per run of consecutive configurations (a chunk is one run unless a resumed
+        store had a unit half finished)."""
+        breaks = np.flatnonzero(np.diff(index) != 1) + 1
+        for rows in np.split(np.arange(len(index)), breaks):
+            lo, hi = int(index[rows[0]]), int(index[rows[-1]]) + 1
+            self.write(lo, hi, dataset.isel(config=rows))
 
     def write(self, lo: int, hi: int, dataset) -> None:
         """Write configurations `lo:hi` into their region, the status last."""
