@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checking import as_float_array, check, is_concrete
+from ._checking import as_float_array, check, is_concrete, short_repr
 from ._pairs import AbstractMatrixPair, AbstractPair
 from ._problems import as_problem, MatrixSensing
 from ._schedules import AbstractSchedule
@@ -139,3 +139,16 @@ def check_learning_rate(lr):
     if is_concrete(lr) and not (np.all(np.isfinite(lr)) and np.all(np.asarray(lr) > 0)):
         raise ValueError(f"`lr` must be finite and > 0, got {np.asarray(lr)}.")
     return lr
+
+
+def check_choice(name: str, choice, registry: dict, base: type):
+    """The class a user's choice names: an instance of `base`, one of the names in
+    `registry`, or `"auto"` (None: the caller's rule decides)."""
+    if isinstance(choice, base):
+        return type(choice)
+    if isinstance(choice, str) and choice in registry:
+        return registry[choice]
+    if isinstance(choice, str) and choice == "auto":
+        return None
+    choices = ("auto", *registry)
+    raise ValueError(f"`{name}` must be one of {choices}, got {short_repr(choice)}.")

@@ -36,6 +36,24 @@ def as_float_array(x) -> Array:
     return x
 
 
+REPR_LIMIT = 200
+"""The most characters of a value an error message shows."""
+
+
+def short_repr(value, limit: int = REPR_LIMIT) -> str:
+    """`repr(value)`, shortened to about `limit` characters (a bad value can be a
+    large array, or a YAML alias expanded a million times)."""
+    text = (
+        np.array2string(value, threshold=8)
+        if isinstance(value, np.ndarray)
+        else repr(value)
+    )
+    if len(text) <= limit:
+        return text
+    keep = limit // 2 - 3
+    return f"{text[:keep]} ... {text[-keep:]} ({len(text):,} characters)"
+
+
 def is_concrete(*xs) -> bool:
     """True when no leaf of ``xs`` is a tracer (the values can be inspected now)."""
     leaves = jax.tree_util.tree_leaves(xs)

@@ -4,54 +4,53 @@ Example (`jaxmirror sweep CONFIG.yaml --out DIR`):
 
 ```yaml
 problem: {kind: sparse_regression, n: 100, d: 40, sparsity: 5, seed: 0}
-# or your own data: {kind: npz, path: data.npz}  (arrays Z, y and optionally truth)
-pair: hadamard                 # hadamard | diff_squares | square
-init: {x0: 0.0, scale: 1.0}    # pair.init(x0, scale); square: {x0: 0.1}, no scale
+# kinds: sparse_regression | commuting_sensing | gaussian_sensing (their parameters
+# as in jm.datasets), or your own data: {kind: npz, path: data.npz} (Z, y, truth)
+pair: hadamard                 # a name, or a mapping with the pair's parameters:
+                               # {kind: power_difference, depth: 3, regularizer: l2}
+init: {x0: 0.0, scale: 1.0}    # pair.init(x0, scale); matrix pairs:
+                               # {scale: 0.01, seed: 0} or {aligned: true, scale: 1.0}
 schedule:
-  kind: switch_off             # constant | switch_off | linear_decay | cosine | exponential_decay
-  grid:                        # outer product; each axis [start, stop, num] or {values: [...]}
-    alpha: [0.0, 0.1, 32]
+  kind: switch_off             # any schedule family (SCHEDULES below)
+  fixed: {}                    # parameters every configuration shares
+  grid:                        # outer product; each axis [start, stop, num] or
+    alpha: [0.0, 0.1, 32]      # {values: [...]} (lists, for vector parameters)
     t_off: [10.0, 100.0, 32]
 t1: 200.0
-solver: {formulation: auto, rtol: 1e-6, atol: 1e-9, max_steps: 100000}  # auto | rowspace | dual | mirror | parameter
-                               # rtol/atol: omit for the defaults by precision (jm.sweep)
-sweep: {strategy: auto, chunk_size: 256, backend: auto}  # chunk_size: omit for adaptive chunks; backend: auto | xla | pallas
+solver: {formulation: auto, rtol: 1e-6, atol: 1e-9, max_steps: 100000}
+sweep: {strategy: auto, chunk_size: 256, backend: auto}
 precision: float64             # float64 | float32
 ```
 
-Numbers may be written as `1e-6` or `1.0e6` (YAML 1.2 floats; PyYAML alone reads
-them as strings). Every error names the key path, e.g. `solver.rtol: must be a
-number > 0, got -1.0`.
+The names come from the library's registries: pairs (`jm` classes, by snake-case
+name), schedule families and their parameters (the constructors' arguments),
+generated problems (`jm.datasets`), formulations, strategies and backends. Numbers
+may be written as `1e-6` or `1.0e6` (YAML 1.2 floats; PyYAML alone reads them as
+strings). Every error names the key path, e.g. `solver.rtol: must be a number > 0,
+got -1.0`.
 """
 
 import dataclasses
+import inspect
 import pathlib
 import re
 
 import numpy as np
 
-from ._formulations import FORMULATIONS as _REGISTRY
+from . import datasets as _datasets
+from ._checking import short_repr
+from ._formulations import FORMULATIONS as _FORMULATIONS
+from ._kernels import CHOICES as BACKENDS
+from ._pairs import AbstractMatrixPair, PAIRS
+from ._schedules import SCHEDULES
+from ._sweep import CHOICES as STRATEGIES
 
 
-PAIRS = {"hadamard": "Hadamard", "diff_squares": "DiffSquares", "square": "Square"}
-SCHEDULES = {
-    "constant": ("Constant", ("alpha",)),
-    "switch_off": ("SwitchOff", ("alpha", "t_off")),
-    "linear_decay": ("LinearDecay", ("alpha", "t_end")),
-    "cosine": ("Cosine", ("alpha", "t_end")),
-    "exponential_decay": ("ExponentialDecay", ("alpha", "rate")),
-}
-FORMULATIONS = ("auto", *_REGISTRY)
-STRATEGIES = ("auto", "vmap", "batched")
+FORMULATIONS = ("auto", *_FORMULATIONS)
 TOP_KEYS = {"problem", "pair", "init", "schedule", "t1", "solver", "sweep", "precision"}
 REQUIRED = ("problem", "pair", "schedule", "t1")
-PROBLEM_KEYS = {
-    "sparse_regression": {"kind", "n", "d", "sparsity", "seed", "noise"},
-    "npz": {"kind", "path"},
-}
 SOLVER_KEYS = {"formulation", "rtol", "atol", "max_steps"}
 SWEEP_KEYS = {"strategy", "chunk_size", "backend"}
-BACKENDS = ("auto", "xla", "pallas")
 
 
 class ConfigError(ValueError):
@@ -76,6 +75,18 @@ class SweepSpec:
     raw: dict
 
 
+def parameters(constructor) -> tuple[list[str], list[str]]:
+    """A constructor's numeric parameters: `(required, optional)` (switches such as
+    `learn_boundaries` are not configuration parameters)."""
+    required, optional = [], []
+    for name, parameter in inspect.signature(constructor).parameters.items():
+        if name in ("self", "key") or isinstance(parameter.default, bool):
+            continue
+        empty = parameter.default is inspect.Parameter.empty
+        (required if empty else optional).append(name)
+    return required, optional
+
+
 def _mapping(value, key):
     if not isinstance(value, dict):
         raise ConfigError(key, f"must be a mapping, got {type(value).__name__}.")
@@ -89,8 +100,10 @@ def _unknown(mapping, allowed, key):
 
 
 def _choice(value, choices, key):
-    if value not in choices:
-        raise ConfigError(key, f"must be one of {list(choices)}, got {value!r}.")
+    if not isinstance(value, str) or value not in choices:
+        raise ConfigError(
+            key, f"must be one of {list(choices)}, got {short_repr(value)}."
+        )
     return value
 
 
@@ -103,21 +116,36 @@ def _number(value, key, positive=False, integer=False):
         kind = "an integer" if integer else "a number"
         hint = " (write floats as 1e-6 or 1.0e-6)" if isinstance(value, str) else ""
         raise ConfigError(
-            key, f"must be {kind}{' > 0' if positive else ''}, got {value!r}{hint}."
+            key,
+            f"must be {kind}{' > 0' if positive else ''}, got {short_repr(value)}{hint}.",
         )
     return int(value) if integer else float(value)
 
 
-def _axis(value, key):
-    if isinstance(value, list) and len(value) == 3:
+def _numbers(value, key):
+    """A number, or a (nested) list of numbers, as a NumPy array."""
+    if isinstance(value, list):
+        if not value:
+            raise ConfigError(key, "must not be an empty list.")
+        rows = [_numbers(v, key) for v in value]
+        if len({row.shape for row in rows}) != 1:
+            raise ConfigError(key, "must be a list of equal-length lists.")
+        return np.stack(rows)
+    return np.asarray(_number(value, key))
+
+
+def _axis(value, key) -> np.ndarray:
+    """A grid axis: its values along a new leading axis."""
+    if isinstance(value, list) and len(value) == 3 and not isinstance(value[0], list):
         start, stop = _number(value[0], key), _number(value[1], key)
         return np.linspace(start, stop, _number(value[2], key, True, True))
     if isinstance(value, dict) and set(value) == {"values"}:
         values = value["values"]
         if isinstance(values, list) and values:
-            return np.asarray([_number(v, f"{key}.values") for v in values])
+            return _numbers(values, f"{key}.values")
     raise ConfigError(
-        key, f"must be [start, stop, num] or {{values: [...]}}, got {value!r}."
+        key,
+        f"must be [start, stop, num] or {{values: [...]}}, got {short_repr(value)}.",
     )
 
 
@@ -180,27 +208,47 @@ def _cast(tree, dtype):
     )
 
 
-def _sparse_problem(problem_cfg):
-    import jaxmirror as jm
+@dataclasses.dataclass
+class _Problem:
+    """A configured problem: the loss, its truth, and what a matrix pair may need."""
 
-    kwargs = {
-        k: _number(problem_cfg[k], f"problem.{k}", positive=True, integer=True)
-        for k in ("n", "d", "sparsity")
-        if k in problem_cfg
-    }
-    if "seed" in problem_cfg:
-        kwargs["seed"] = _number(problem_cfg["seed"], "problem.seed", integer=True)
-    if "noise" in problem_cfg:
-        kwargs["noise"] = _number(problem_cfg["noise"], "problem.noise")
+    problem: object
+    truth: np.ndarray | None
+    basis: np.ndarray | None = None  # the common left basis of commuting sensing
+
+
+def _generated_problem(kind, problem_cfg) -> _Problem:
+    """A problem from `jm.datasets`, its parameters those of the generator."""
+    generator = _datasets.GENERATORS[kind]
+    signature = inspect.signature(generator).parameters
+    _unknown(problem_cfg, {"kind", *signature}, "problem")
+    kwargs = {}
+    for name, value in problem_cfg.items():
+        default, key = signature.get(name, None), f"problem.{name}"
+        if name == "kind":
+            continue
+        if isinstance(default.default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(
+                    key, f"must be true or false, got {short_repr(value)}."
+                )
+            kwargs[name] = value
+        else:
+            integer = isinstance(default.default, int)
+            positive = integer and name != "seed"  # sizes and counts
+            kwargs[name] = _number(value, key, positive=positive, integer=integer)
     try:
-        return jm.datasets.sparse_regression(**kwargs)
+        problem, truth, *rest = generator(**kwargs)
     except ValueError as error:
         raise ConfigError("problem", str(error)) from None
+    basis = rest[0] if rest else None  # commuting sensing's left basis P
+    return _Problem(problem, np.asarray(truth).reshape(-1), basis)
 
 
-def _npz_problem(problem_cfg, base: pathlib.Path):
+def _npz_problem(problem_cfg, base: pathlib.Path) -> _Problem:
     import jaxmirror as jm
 
+    _unknown(problem_cfg, {"kind", "path"}, "problem")
     if "path" not in problem_cfg or not isinstance(problem_cfg["path"], str):
         raise ConfigError("problem.path", "must be the path of an .npz file.")
     path = base / problem_cfg["path"]
@@ -222,57 +270,102 @@ def _npz_problem(problem_cfg, base: pathlib.Path):
             "problem.path",
             f"`truth` in {path} must have shape ({problem.dim()},), got {truth.shape}.",
         )
-    return problem, truth
+    return _Problem(problem, truth)
 
 
-def _build_problem(raw, dtype, base):
+def _build_problem(raw, dtype, base) -> _Problem:
     problem_cfg = _mapping(raw["problem"], "problem")
-    kind = _choice(problem_cfg.get("kind"), tuple(PROBLEM_KEYS), "problem.kind")
-    _unknown(problem_cfg, PROBLEM_KEYS[kind], "problem")
+    kinds = (*_datasets.GENERATORS, "npz")
+    kind = _choice(problem_cfg.get("kind"), kinds, "problem.kind")
     if kind == "npz":
-        problem, truth = _npz_problem(problem_cfg, base)
+        built = _npz_problem(problem_cfg, base)
     else:
-        problem, truth = _sparse_problem(problem_cfg)
-    return _cast(problem, dtype), truth
+        built = _generated_problem(kind, problem_cfg)
+    built.problem = _cast(built.problem, dtype)
+    return built
 
 
-def _build_pair_and_init(raw, n, dtype):
+def _build_pair(raw, problem):
+    """The configured pair: a name, or a mapping of its kind and parameters (a
+    matrix pair's shape defaults to the problem's)."""
+    pair_cfg, key = raw["pair"], "pair.kind"
+    if isinstance(pair_cfg, str):
+        pair_cfg, key = {"kind": pair_cfg}, "pair"
+    pair_cfg = dict(_mapping(pair_cfg, "pair"))
+    cls = PAIRS[_choice(pair_cfg.pop("kind", None), tuple(PAIRS), key)]
+    allowed = inspect.signature(cls).parameters
+    _unknown(pair_cfg, set(allowed), "pair")
+    shape = getattr(problem, "shape", None)
+    if issubclass(cls, AbstractMatrixPair) and shape is not None:
+        for name, value in (("shape", tuple(shape)), ("n", shape[0])):
+            if name in allowed:
+                pair_cfg.setdefault(name, value)
+    try:
+        return cls(**pair_cfg)
+    except (TypeError, ValueError) as error:
+        raise ConfigError("pair", str(error)) from None
+
+
+def _build_init(raw, pair, built: _Problem, dtype):
+    import jax
     import jax.numpy as jnp
 
-    import jaxmirror as jm
-
-    pair = getattr(jm, PAIRS[_choice(raw["pair"], tuple(PAIRS), "pair")])()
     init = _mapping(raw.get("init", {}), "init")
+    if isinstance(pair, AbstractMatrixPair):
+        _unknown(init, {"scale", "seed", "aligned"}, "init")
+        scale = _number(init.get("scale", 1e-2), "init.scale", positive=True)
+        if init.get("aligned", False) is True:
+            if built.basis is None:
+                raise ConfigError(
+                    "init.aligned", "needs commuting measurements (commuting_sensing)."
+                )
+            return pair.init_aligned(jnp.asarray(built.basis, dtype), scale)
+        seed = _number(init.get("seed", 0), "init.seed", integer=True)
+        return pair.init(scale=scale, key=jax.random.PRNGKey(seed))
     _unknown(init, {"x0", "scale"}, "init")
     kwargs = {}
     if "scale" in init:
         kwargs["scale"] = _number(init["scale"], "init.scale", positive=True)
-    x0 = jnp.full(n, _number(init.get("x0", 0.0), "init.x0"), dtype)
-    try:
-        w0 = pair.init(x0, **kwargs)
-    except ValueError as error:
-        key = "init.scale" if str(error).startswith("`scale`") else "init.x0"
-        raise ConfigError(key, str(error)) from None
-    return pair, _cast(w0, dtype)
+    x0 = jnp.full(built.problem.dim(), _number(init.get("x0", 0.0), "init.x0"), dtype)
+    return pair.init(x0, **kwargs)
 
 
 def _build_schedules(raw, dtype):
     import jaxmirror as jm
 
     schedule_cfg = _mapping(raw["schedule"], "schedule")
-    _unknown(schedule_cfg, {"kind", "grid"}, "schedule")
+    _unknown(schedule_cfg, {"kind", "grid", "fixed"}, "schedule")
     kind = _choice(schedule_cfg.get("kind"), tuple(SCHEDULES), "schedule.kind")
-    name, params = SCHEDULES[kind]
+    required, optional = parameters(SCHEDULES[kind])
     axes_cfg = _mapping(schedule_cfg.get("grid", {}), "schedule.grid")
-    _unknown(axes_cfg, params, "schedule.grid")
-    missing = sorted(set(params) - set(axes_cfg))
+    fixed_cfg = _mapping(schedule_cfg.get("fixed", {}), "schedule.fixed")
+    for key, given in (("schedule.grid", axes_cfg), ("schedule.fixed", fixed_cfg)):
+        _unknown(given, (*required, *optional), key)
+    both = sorted(set(axes_cfg) & set(fixed_cfg))
+    if both:
+        raise ConfigError("schedule", f"{both} given in both `grid` and `fixed`.")
+    missing = sorted(set(required) - set(axes_cfg) - set(fixed_cfg))
     if missing:
         raise ConfigError("schedule.grid", f"misses {missing} for kind {kind!r}.")
-    axes = {k: _axis(axes_cfg[k], f"schedule.grid.{k}") for k in params}
+    if not axes_cfg:
+        raise ConfigError("schedule.grid", "needs at least one axis (a sweep varies).")
+    axes = {k: _axis(v, f"schedule.grid.{k}") for k, v in axes_cfg.items()}
+    index = jm.grid(**{k: np.arange(len(v)) for k, v in axes.items()})
+    values = {k: axes[k][index[k].astype(int)] for k in axes}
+    size = len(next(iter(index.values())))
+    for name, value in fixed_cfg.items():  # vectors repeated along the batch
+        fixed = _numbers(value, f"schedule.fixed.{name}")
+        values[name] = (
+            np.broadcast_to(fixed, (size, *fixed.shape)) if fixed.ndim else fixed
+        )
     try:
-        schedules = getattr(jm, name)(**jm.grid(**axes))
+        schedules = SCHEDULES[kind](**values)
     except ValueError as error:
-        raise ConfigError("schedule.grid", str(error)) from None
+        named = re.match(r"`(\w+)`", str(error))
+        name = named.group(1) if named else None
+        where = "grid" if name in axes_cfg else "fixed" if name in fixed_cfg else None
+        key = f"schedule.{where}.{name}" if where else "schedule"
+        raise ConfigError(key, str(error)) from None
     return _cast(schedules, dtype)
 
 
@@ -317,9 +410,18 @@ def build(raw: dict, base=".") -> SweepSpec:
         if key not in raw:
             raise ConfigError(key, "is required.")
     dtype = _dtype(raw)
-    problem, truth = _build_problem(raw, dtype, pathlib.Path(base))
-    pair, w0 = _build_pair_and_init(raw, problem.dim(), dtype)
+    built = _build_problem(raw, dtype, pathlib.Path(base))
+    pair = _build_pair(raw, built.problem)
+    try:
+        w0 = _build_init(raw, pair, built, dtype)
+    except ValueError as error:
+        if isinstance(error, ConfigError):
+            raise
+        key = "init.scale" if str(error).startswith("`scale`") else "init.x0"
+        raise ConfigError(key, str(error)) from None
     schedules = _build_schedules(raw, dtype)
     options = _build_options(raw)
     t1 = _number(raw["t1"], "t1", positive=True)
-    return SweepSpec(problem, truth, pair, schedules, w0, t1, options, raw)
+    return SweepSpec(
+        built.problem, built.truth, pair, schedules, _cast(w0, dtype), t1, options, raw
+    )

@@ -444,3 +444,16 @@ def as_optax(schedule: AbstractSchedule, lr) -> Callable[[Array], Array]:
         return schedule(jnp.asarray(count).astype(lr.dtype) * lr)
 
     return weight_decay
+
+
+SCHEDULES = {
+    "constant": Constant,
+    "switch_off": SwitchOff,
+    "piecewise_constant": PiecewiseConstant,
+    "piecewise_switch_off": PiecewiseSwitchOff.from_values,
+    "linear_decay": LinearDecay,
+    "cosine": Cosine,
+    "exponential_decay": ExponentialDecay,
+}
+"""Every schedule family by the name a configuration file gives it, mapped to the
+constructor that takes its parameters (for `PiecewiseSwitchOff`, its values)."""

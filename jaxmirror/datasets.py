@@ -88,3 +88,11 @@ def gaussian_sensing(
     )
     y = np.einsum("dij,ij->d", A, X_star)
     return MatrixSensing(jnp.asarray(A), jnp.asarray(y)), X_star
+
+
+GENERATORS = {
+    "sparse_regression": sparse_regression,
+    "commuting_sensing": commuting_sensing,
+    "gaussian_sensing": gaussian_sensing,
+}
+"""The generated problems by the name a configuration file gives them."""

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -27,6 +29,7 @@ import jax.numpy as jnp
 import jaxmirror as jm
 
 
+jm.enable_compilation_cache()  # keep compiled programs across sessions
 print("backend:", jax.default_backend())
 
 # %%

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -28,10 +30,12 @@ import jax
 jax.config.update("jax_enable_x64", True)
 from IPython.display import display, Image, Markdown
 
+import jaxmirror as jm
 from jaxmirror.experiments._common import default_scale
 from jaxmirror.experiments.reproduce import reproduce
 
 
+jm.enable_compilation_cache()  # keep compiled programs across sessions
 scale = default_scale()
 print("backend:", jax.default_backend(), "| scale:", scale)
 

@@ -93,7 +93,7 @@ INVALID = [
     ),
     (
         ("alpha: [0.0, 1e-1, 3]", "alpha: [-1.0, 0.1, 3]"),
-        "schedule.grid: `alpha` must be finite and >= 0",
+        "schedule.grid.alpha: `alpha` must be finite and >= 0",
     ),
     (
         ("alpha: [0.0, 1e-1, 3]", "alpha: [0.0, 0.1, 0]"),

@@ -20,6 +20,7 @@ from typing import ClassVar
 
 import equinox as eqx
 
+from .._arguments import check_choice
 from ._pallas import platform
 
 
@@ -67,13 +68,7 @@ class AbstractKernel(eqx.Module):
 
 def backend_class(backend) -> type[AbstractBackend] | None:
     """The backend class a user's choice names (None for `"auto"`)."""
-    if isinstance(backend, AbstractBackend):
-        return type(backend)
-    if isinstance(backend, str) and backend in BACKENDS:
-        return BACKENDS[backend]
-    if isinstance(backend, str) and backend == "auto":
-        return None
-    raise ValueError(f"`backend` must be one of {CHOICES}, got {backend!r}.")
+    return check_choice("backend", backend, BACKENDS, AbstractBackend)
 
 
 def choose_backend(backend, kernel: AbstractKernel, caller: str) -> AbstractBackend:

@@ -26,15 +26,8 @@ import jax.numpy as jnp
 from .._gd_step import fit_gradient, keep_finite
 from .._pairs import AbstractMirrorDescentPair
 from .._problems import AbstractLeastSquares
+from . import _pallas as pallas
 from ._backends import AbstractKernel
-from ._pallas import (
-    compile_failure,
-    fits_on_chip,
-    pad_axis,
-    pad_design,
-    padded_side,
-    pallas_target,
-)
 
 
 class GradientDescentKernel(AbstractKernel):
@@ -63,13 +56,13 @@ class GradientDescentKernel(AbstractKernel):
         return None
 
     def fits_on_chip(self) -> bool:
-        return fits_on_chip(self.problem.design())
+        return pallas.fits_on_chip(self.problem.design())
 
     def compile_failure(self) -> str | None:
         dtype = jax.tree_util.tree_leaves(self.w0)[0].dtype
         alphas = jnp.zeros((2,), dtype)
         lr = jnp.ones((), dtype)
-        return compile_failure(
+        return pallas.compile_failure(
             eqx.filter_jit(gd_steps),
             self.problem,
             self.pair,
@@ -108,9 +101,9 @@ def gd_steps(problem, pair, w, alphas, lr, start, bad_step):
     count = len(leaves)
     dtype = leaves[0].dtype
     n, steps = problem.dim(), alphas.shape[0]
-    Z, y = pad_design(problem)
-    alphas = pad_axis(alphas, padded_side(steps), 0)
-    padded_leaves = [pad_axis(leaf, padded_side(n), 0) for leaf in leaves]
+    Z, y = pallas.pad_design(problem)
+    alphas = pallas.pad_axis(alphas, pallas.padded_side(steps), 0)
+    padded_leaves = [pallas.pad_axis(leaf, pallas.padded_side(n), 0) for leaf in leaves]
 
     def kernel(Z_ref, y_ref, alphas_ref, scalars_ref, bad_ref, *refs):
         resident = _ResidentLeastSquares(Z_ref[...], y_ref[...])
@@ -138,7 +131,7 @@ def gd_steps(problem, pair, w, alphas, lr, start, bad_step):
 
     out_shape = [jax.ShapeDtypeStruct(leaf.shape, dtype) for leaf in padded_leaves]
     out_shape.append(jax.ShapeDtypeStruct((1,), jnp.int32))
-    call = pl.pallas_call(kernel, out_shape=out_shape, **pallas_target())
+    call = pl.pallas_call(kernel, out_shape=out_shape, **pallas.pallas_target())
     scalars = jnp.reshape(lr, (1,)).astype(dtype)
     counters = jnp.stack(
         [jnp.asarray(bad_step, jnp.int32), jnp.asarray(start, jnp.int32)]

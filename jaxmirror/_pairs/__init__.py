@@ -17,3 +17,15 @@ from ._matrix import (
 )
 from ._power_difference import PowerDifference as PowerDifference
 from ._square import Square as Square
+
+
+PAIRS = {
+    "hadamard": Hadamard,
+    "diff_squares": DiffSquares,
+    "square": Square,
+    "power_difference": PowerDifference,
+    "log_difference": LogDifference,
+    "matrix_factorization": MatrixFactorization,
+    "symmetric_factorization": SymmetricFactorization,
+}
+"""Every built-in pair by the name a configuration file gives it."""

@@ -100,13 +100,5 @@ def attributes(problem, pair, schedules, batch, plan) -> dict:
 
 def fingerprint_of(inputs, truth, labels, plan) -> dict[str, str]:
     """A digest per input and per setting that determines the results."""
-    problem, pair, schedules, w0 = inputs
-    data = dict(
-        problem=problem,
-        pair=pair,
-        schedules=schedules,
-        w0=w0,
-        truth=truth,
-        labels=labels,
-    )
-    return fingerprint(data, _settings(plan))
+    data = dict(zip(("problem", "pair", "schedules", "w0"), inputs))
+    return fingerprint({**data, "truth": truth, "labels": labels}, _settings(plan))

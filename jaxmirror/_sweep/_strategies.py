@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._arguments import check_choice
 from .._batch import Batch, shard_over
 from .._kernels import solve_flow_chunk
 from .._solve import integrate, state_dtype
@@ -116,13 +117,7 @@ CHOICES = ("auto", *STRATEGIES)
 
 def strategy_class(strategy) -> type[AbstractStrategy] | None:
     """The strategy class a user's choice names (None for `"auto"`)."""
-    if isinstance(strategy, AbstractStrategy):
-        return type(strategy)
-    if isinstance(strategy, str) and strategy in STRATEGIES:
-        return STRATEGIES[strategy]
-    if isinstance(strategy, str) and strategy == "auto":
-        return None
-    raise ValueError(f"`strategy` must be one of {CHOICES}, got {strategy!r}.")
+    return check_choice("strategy", strategy, STRATEGIES, AbstractStrategy)
 
 
 def _max_rms_norm(y):
