@@ -46,6 +46,18 @@ class Batch:
         return dataclasses.replace(self, size=size)
 
 
+def one_configuration(tree, batched: bool):
+    """One configuration of `tree` as shapes (`jax.ShapeDtypeStruct`), for tracing:
+    the leading axis of a batched tree's arrays dropped, nothing computed."""
+
+    def shape(x):
+        if not eqx.is_array(x):
+            return x
+        return jax.ShapeDtypeStruct(x.shape[1:] if batched else x.shape, x.dtype)
+
+    return jax.tree_util.tree_map(shape, tree)
+
+
 def ceil_power_of_two(count: int) -> int:
     """The smallest power of two >= `count` (>= 1)."""
     return 1 << (max(count, 1) - 1).bit_length()

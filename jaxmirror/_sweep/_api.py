@@ -17,6 +17,7 @@ data flow from the call to a chunk:
       -> to_dataset (_results.py)       stored at once, or kept in memory
 """
 
+import equinox as eqx
 import jax
 import numpy as np
 
@@ -204,10 +205,18 @@ def _check_initialisations(formulation, problem, pair, schedules, w0, batch: Bat
     problem and schedule: the checks concern `w0`), so that a bad initialisation (a
     degenerate Legendre scale, say) is reported before any solve."""
     one_problem = batch.take(problem, batch.problem, 0)
-    schedule = batch.take(schedules, True, 0)
     call_checked(
-        formulation.init,
-        *(one_problem, pair, schedule, w0),
-        in_axes=(None, None, None, 0) if batch.w0 else None,
+        _init_with_first_schedule,
+        *(formulation, one_problem, pair, schedules, w0),
+        in_axes=(None, None, None, None, 0) if batch.w0 else None,
         mapped_failure="`w0`: a configuration's initialisation fails: ",
     )
+
+
+def _init_with_first_schedule(formulation, problem, pair, schedules, w0):
+    """The initial state with the first configuration's schedule (taken inside the
+    compiled check: taken eagerly, it would compile small programs of its own)."""
+    schedule = jax.tree_util.tree_map(
+        lambda x: x[0] if eqx.is_array(x) else x, schedules
+    )
+    return formulation.init(problem, pair, schedule, w0)

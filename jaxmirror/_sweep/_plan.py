@@ -25,7 +25,7 @@ import dataclasses
 import jax
 
 from .._arguments import check_count
-from .._batch import Batch, ceil_power_of_two
+from .._batch import Batch, ceil_power_of_two, one_configuration
 from .._formulations import (
     AbstractFormulation,
     as_formulation,
@@ -81,9 +81,11 @@ class Plan:
 def make_plan(problem, pair, schedules, w0, t1, batch: Batch, options: SweepOptions):
     """The `Plan` of a sweep whose inputs `check_batch` checked (module docstring)."""
     one_problem = batch.take(problem, batch.problem, 0)
-    one_schedule = batch.take(schedules, True, 0)
-    one_w0 = batch.take(w0, batch.w0, 0)
-    dtype = state_dtype(one_w0)
+    # One configuration's schedule and w0 as shapes only: no eager slicing (each
+    # would compile small programs in a fresh process).
+    one_schedule = one_configuration(schedules, True)
+    one_w0 = one_configuration(w0, batch.w0)
+    dtype = state_dtype(w0)
     rtol, atol = precision_tolerances(
         dtype, options.rtol, options.atol, SWEEP_TOLERANCES
     )

@@ -223,7 +223,7 @@ def splits_over_cores(formulation, problem, pair, schedule, w0, options) -> bool
     """Whether a sweep's independent solves may run in host threads (module
     docstring): an explicit Runge-Kutta solver, and no LAPACK call or host callback
     in one configuration's flow (`problem`, `schedule` and `w0` of one
-    configuration). Decided once per sweep."""
+    configuration, arrays or `jax.ShapeDtypeStruct`s). Decided once per sweep."""
     if not options.explicit:
         return False
 
@@ -234,7 +234,25 @@ def splits_over_cores(formulation, problem, pair, schedule, w0, options) -> bool
             t, y0, problem, args
         )
 
-    dynamic, static = eqx.partition((problem, schedule, w0), eqx.is_array)
+    is_leaf = lambda x: eqx.is_array(x) or isinstance(x, jax.ShapeDtypeStruct)
+    dynamic, static = eqx.partition((problem, schedule, w0), is_leaf)
+    shapes = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), dynamic, is_leaf=is_leaf
+    )
+    try:  # the same flow and shapes decide the same way: trace once per process
+        leaves, structure = jax.tree_util.tree_flatten(shapes)
+        key = (formulation, pair, static, structure, tuple(leaves))
+        return _SPLITS[key]
+    except TypeError:  # an unhashable part (a user's module): trace every time
+        key = None
+    except KeyError:
+        pass
     with validated():  # as the solves run: no checks (host callbacks) inside
-        traced = jax.make_jaxpr(lambda d: flow(*eqx.combine(d, static)))(dynamic)
-    return not (_primitives(traced.jaxpr, set()) & _UNTHREADABLE)
+        traced = jax.make_jaxpr(lambda d: flow(*eqx.combine(d, static)))(shapes)
+    splits = not (_primitives(traced.jaxpr, set()) & _UNTHREADABLE)
+    if key is not None and len(_SPLITS) < 256:
+        _SPLITS[key] = splits
+    return splits
+
+
+_SPLITS: dict = {}
