@@ -55,7 +55,8 @@ def check_point_of(problem, pair, w0, batched: bool = False):
     """`w0` as floating arrays, finite, with `g(w0)` of the problem's shape."""
     if isinstance(pair, AbstractMatrixPair) and isinstance(problem, MatrixSensing):
         problem.check_shape(pair.matrix_shape)
-    w0 = jax.tree_util.tree_map(as_float_array, w0)
+    w0 = jax.tree_util.tree_map(lambda leaf: as_float_array(leaf, "w0"), w0)
+    check_precision(problem, w0)
     if isinstance(pair, AbstractMatrixPair):
         _check_factors(pair, w0, batched)
     g = jax.vmap(pair.g) if batched else pair.g
@@ -80,6 +81,27 @@ def check_point_of(problem, pair, w0, batched: bool = False):
     return pair.check_parameters(w0)
 
 
+def check_precision(problem, w0) -> None:
+    """`w0` and the problem's arrays in one floating dtype (a float32 `w0` with a
+    float64 problem would fail deep inside the solver)."""
+    import equinox as eqx
+
+    ours = {str(leaf.dtype) for leaf in jax.tree_util.tree_leaves(w0)}
+    theirs = {
+        str(leaf.dtype)
+        for leaf in jax.tree_util.tree_leaves(problem)
+        if eqx.is_inexact_array(leaf)
+    }
+    if len(ours) > 1:
+        raise ValueError(f"`w0` mixes precisions {sorted(ours)}; pass one dtype.")
+    if theirs and ours != theirs:
+        raise ValueError(
+            f"`w0` is {', '.join(sorted(ours))} but `problem` holds "
+            f"{', '.join(sorted(theirs))} arrays: pass both in one precision (e.g. "
+            "jnp.asarray(w0, jnp.float64), or the problem's arrays as float32)."
+        )
+
+
 def _check_factors(pair, w0, batched: bool) -> None:
     """A matrix pair's factors have its shapes (after one leading axis if `batched`):
     its g flattens a matrix product, which broadcasts over leading axes, so a wrong
@@ -97,21 +119,42 @@ def _check_factors(pair, w0, batched: bool) -> None:
 def check_t1(t1):
     """`t1` as a floating array, finite and > 0: checked now when concrete, and through
     `eqx.error_if` when traced (a traced negative `t1` would integrate backwards)."""
-    t1 = as_float_array(t1)
+    t1 = as_float_array(t1, "t1")
     if t1.ndim != 0:
         raise ValueError(f"`t1` must be a scalar, got shape {t1.shape}.")
     return check("t1", t1, lambda t: jnp.isfinite(t) & (t > 0), "finite and > 0")
 
 
-def check_tolerance(name: str, value) -> float:
-    """A Python float, finite and > 0."""
+def check_tolerance(name: str, value, maximum: float | None = None) -> float:
+    """A Python float, finite and > 0 (and at most `maximum`)."""
     try:
         number = float(value)
     except (TypeError, ValueError):
         number = math.nan
     if not (math.isfinite(number) and number > 0):
-        raise ValueError(f"`{name}` must be a finite number > 0, got {value!r}.")
+        raise ValueError(
+            f"`{name}` must be a finite number > 0, got {short_repr(value)}."
+        )
+    if maximum is not None and number > maximum:
+        raise ValueError(
+            f"`{name}` must be at most {maximum:g} (a looser tolerance leaves the "
+            f"flow's accuracy, and the `converged` flag, meaningless), got {number:g}."
+        )
     return number
+
+
+def check_bias_options(tol, max_iter) -> tuple:
+    """`implicit_bias`'s `tol` (None, or a number in (0, 1)) and `max_iter` (None,
+    or an int >= 1)."""
+    if tol is not None:
+        tol = check_tolerance("tol", tol)
+        if tol >= 1:
+            raise ValueError(
+                f"`tol` is a relative tolerance: it must be < 1, got {tol:g}."
+            )
+    if max_iter is not None:
+        max_iter = check_count("max_iter", max_iter)
+    return tol, max_iter
 
 
 def check_count(name: str, value, minimum: int = 1) -> int:
@@ -135,7 +178,7 @@ def check_steps(steps, name: str = "steps") -> int:
 def check_learning_rate(lr):
     """`lr` as a floating array, finite and > 0 (checked now when concrete; a traced
     one, under a user's `vmap`, is trusted)."""
-    lr = as_float_array(lr)
+    lr = as_float_array(lr, "lr")
     if is_concrete(lr) and not (np.all(np.isfinite(lr)) and np.all(np.asarray(lr) > 0)):
         raise ValueError(f"`lr` must be finite and > 0, got {np.asarray(lr)}.")
     return lr

@@ -58,6 +58,14 @@ def one_configuration(tree, batched: bool):
     return jax.tree_util.tree_map(shape, tree)
 
 
+def shapes_of(fn, *args):
+    """`jax.eval_shape(fn, *args)` for arguments that hold arrays, shapes
+    (`jax.ShapeDtypeStruct`) and other objects (kept as they are)."""
+    is_leaf = lambda x: eqx.is_array(x) or isinstance(x, jax.ShapeDtypeStruct)
+    dynamic, static = eqx.partition(args, is_leaf, is_leaf=is_leaf)
+    return jax.eval_shape(lambda d: fn(*eqx.combine(d, static)), dynamic)
+
+
 def ceil_power_of_two(count: int) -> int:
     """The smallest power of two >= `count` (>= 1)."""
     return 1 << (max(count, 1) - 1).bit_length()

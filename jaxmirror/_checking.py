@@ -26,11 +26,17 @@ def float_dtype():
     return jnp.result_type(float)
 
 
-def as_float_array(x) -> Array:
-    """Convert to an array of the default floating dtype (keeps tracers traced)."""
+def as_float_array(x, name: str = "value") -> Array:
+    """Convert to an array of the default floating dtype (keeps tracers traced).
+
+    Complex numbers are refused (a cast would drop their imaginary parts silently),
+    naming the argument `name`.
+    """
     # Constants stay concrete even inside a jit trace, so their checks run eagerly.
     with jax.ensure_compile_time_eval():
         x = jnp.asarray(x)
+        if jnp.iscomplexobj(x):
+            raise ValueError(f"`{name}` must be real, got a {x.dtype} array.")
         if not jnp.issubdtype(x.dtype, jnp.floating):
             x = x.astype(float_dtype())
     return x
@@ -215,7 +221,7 @@ def check_point(name: str, x) -> Array:
             f"`{name}` must be a model point of shape (n,), got a PRNG key; pass keys as "
             "`key=...`."
         )
-    x = as_float_array(x)
+    x = as_float_array(x, name)
     if x.ndim != 1:
         raise ValueError(
             f"`{name}` must be a vector of shape (n,), got shape {x.shape}."
@@ -229,7 +235,7 @@ def check_scale(name: str, scale, power: int) -> Array:
     Pairs store ``scale**power`` (e.g. ``m0**2 - w0**2 = scale**2``): outside this range
     it under- or overflows and the initialisation would silently be 0, NaN or inf.
     """
-    scale = as_float_array(scale)
+    scale = as_float_array(scale, "scale")
     info = jnp.finfo(scale.dtype)
     low = float(info.tiny) ** (1.0 / power)
     high = float(info.max) ** (1.0 / power)

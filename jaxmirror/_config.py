@@ -41,6 +41,7 @@ from . import datasets as _datasets
 from ._checking import short_repr
 from ._formulations import FORMULATIONS as _FORMULATIONS
 from ._kernels import CHOICES as BACKENDS
+from ._memory import available_bytes, fits, human
 from ._pairs import AbstractMatrixPair, PAIRS
 from ._schedules import SCHEDULES
 from ._sweep import CHOICES as STRATEGIES
@@ -138,7 +139,12 @@ def _axis(value, key) -> np.ndarray:
     """A grid axis: its values along a new leading axis."""
     if isinstance(value, list) and len(value) == 3 and not isinstance(value[0], list):
         start, stop = _number(value[0], key), _number(value[1], key)
-        return np.linspace(start, stop, _number(value[2], key, True, True))
+        num = _number(value[2], key, True, True)
+        if num > MAX_VALUES:
+            raise ConfigError(
+                key, f"{num:,} points; an axis has at most {MAX_VALUES:,}."
+            )
+        return np.linspace(start, stop, num)
     if isinstance(value, dict) and set(value) == {"values"}:
         values = value["values"]
         if isinstance(values, list) and values:
@@ -178,7 +184,31 @@ def load(path) -> dict:
         raise ConfigError("config", f"not valid YAML ({first}).") from None
     except UnicodeDecodeError:
         raise ConfigError("config", "not a text file.") from None
+    _check_expansion(data)
     return _mapping(data, "config")
+
+
+MAX_VALUES = 1_000_000
+"""The most values a configuration file may hold once its aliases are expanded."""
+
+
+def _check_expansion(data) -> None:
+    """Refuse a file whose aliases expand to more than `MAX_VALUES` values (a few
+    hundred bytes of YAML can name billions), counting without expanding."""
+    stack, count = [data], 0
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise ConfigError(
+                "config",
+                f"expands to more than {MAX_VALUES:,} values (through YAML aliases?); "
+                "a sweep configuration is small.",
+            )
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def _dtype(raw):
@@ -237,12 +267,43 @@ def _generated_problem(kind, problem_cfg) -> _Problem:
             integer = isinstance(default.default, int)
             positive = integer and name != "seed"  # sizes and counts
             kwargs[name] = _number(value, key, positive=positive, integer=integer)
+    _check_footprint(kind, {**_defaults(generator), **kwargs}, problem_cfg)
     try:
         problem, truth, *rest = generator(**kwargs)
     except ValueError as error:
         raise ConfigError("problem", str(error)) from None
     basis = rest[0] if rest else None  # commuting sensing's left basis P
     return _Problem(problem, np.asarray(truth).reshape(-1), basis)
+
+
+# The entries of each generated problem's arrays, from its sizes.
+_FOOTPRINTS = {
+    "sparse_regression": (("d", "n"), lambda p: p["d"] * p["n"]),
+    "commuting_sensing": (("d", "n"), lambda p: p["d"] * p["n"] ** 2),
+    "gaussian_sensing": (("d", "n1", "n2"), lambda p: p["d"] * p["n1"] * p["n2"]),
+}
+
+
+def _defaults(function) -> dict:
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(function).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
+
+
+def _check_footprint(kind, sizes: dict, given: dict) -> None:
+    """Refuse sizes whose arrays cannot fit, naming the largest size given."""
+    names, entries = _FOOTPRINTS[kind]
+    nbytes = 8 * 2 * entries(sizes)  # the arrays, and a copy while they are made
+    if not fits(nbytes):
+        key = max((n for n in names if n in given), key=lambda n: sizes[n], default="")
+        raise ConfigError(
+            f"problem.{key}" if key else "problem",
+            f"the problem's arrays ({', '.join(f'{n} = {sizes[n]:,}' for n in names)}) "
+            f"would take about {human(nbytes)}, more than half of the "
+            f"{human(available_bytes())} available.",
+        )
 
 
 def _npz_problem(problem_cfg, base: pathlib.Path) -> _Problem:
@@ -330,7 +391,22 @@ def _build_init(raw, pair, built: _Problem, dtype):
     return pair.init(x0, **kwargs)
 
 
-def _build_schedules(raw, dtype):
+def _check_grid(axes: dict, n: int) -> None:
+    """Refuse a grid whose configurations' parameters and results cannot fit."""
+    count = int(np.prod([len(v) for v in axes.values()], dtype=float))
+    width = sum(int(np.prod(v.shape[1:])) for v in axes.values()) + 2 * n + 16
+    nbytes = 8 * 3 * count * width
+    if not fits(nbytes):
+        sizes = " x ".join(f"{len(v):,}" for v in axes.values())
+        raise ConfigError(
+            "schedule.grid",
+            f"{sizes} = {count:,} configurations would take about {human(nbytes)} "
+            f"for their parameters and results, more than half of the "
+            f"{human(available_bytes())} available.",
+        )
+
+
+def _build_schedules(raw, dtype, n: int):
     import jaxmirror as jm
 
     schedule_cfg = _mapping(raw["schedule"], "schedule")
@@ -350,6 +426,7 @@ def _build_schedules(raw, dtype):
     if not axes_cfg:
         raise ConfigError("schedule.grid", "needs at least one axis (a sweep varies).")
     axes = {k: _axis(v, f"schedule.grid.{k}") for k, v in axes_cfg.items()}
+    _check_grid(axes, n)
     index = jm.grid(**{k: np.arange(len(v)) for k, v in axes.items()})
     values = {k: axes[k][index[k].astype(int)] for k in axes}
     size = len(next(iter(index.values())))
@@ -419,9 +496,45 @@ def build(raw: dict, base=".") -> SweepSpec:
             raise
         key = "init.scale" if str(error).startswith("`scale`") else "init.x0"
         raise ConfigError(key, str(error)) from None
-    schedules = _build_schedules(raw, dtype)
+    schedules = _build_schedules(raw, dtype, built.problem.dim())
     options = _build_options(raw)
     t1 = _number(raw["t1"], "t1", positive=True)
     return SweepSpec(
         built.problem, built.truth, pair, schedules, _cast(w0, dtype), t1, options, raw
     )
+
+
+_YAML_KEYS = {
+    "problem": "problem",
+    "truth": "problem",
+    "pair": "pair",
+    "w0": "init",
+    "t1": "t1",
+    "formulation": "solver.formulation",
+    "rtol": "solver.rtol",
+    "atol": "solver.atol",
+    "max_steps": "solver.max_steps",
+    "solver": "solver",
+    "stepsize_controller": "solver",
+    "strategy": "sweep.strategy",
+    "backend": "sweep.backend",
+    "chunk_size": "sweep.chunk_size",
+    "predict": "sweep",
+    "labels": "labels",
+    "jaxmirror_version": "jaxmirror's version",
+    "jax_version": "JAX's version",
+}
+
+
+def yaml_key(field: str, raw: dict) -> str:
+    """The configuration key behind a field of `jm.sweep`'s resume fingerprint (a
+    CLI user wrote YAML, not API arguments): `schedules.alpha` is
+    `schedule.grid.alpha` (or `schedule.fixed.alpha`), `w0` is `init`, ..."""
+    head, _, rest = field.partition(".")
+    if head == "schedules":
+        if not rest:
+            return "schedule.kind"
+        schedule = raw.get("schedule") if isinstance(raw.get("schedule"), dict) else {}
+        where = "fixed" if rest in (schedule.get("fixed") or {}) else "grid"
+        return f"schedule.{where}.{rest}"
+    return _YAML_KEYS.get(head, field)

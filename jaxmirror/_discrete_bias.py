@@ -33,7 +33,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._arguments import check_inputs, check_learning_rate, check_steps
+from ._arguments import (
+    check_bias_options,
+    check_inputs,
+    check_learning_rate,
+    check_steps,
+)
 from ._formulations._legendre_args import legendre_args
 from ._implicit_bias import can_interpolate, constrained_limit, default_tol
 from ._pairs import AbstractMirrorDescentPair, require
@@ -76,8 +81,8 @@ def discrete_implicit_bias(
     lr,
     steps: int,
     gain_steps: int = 0,
-    tol: float | None = None,
-    max_iter: int = 200,
+    tol=None,
+    max_iter=200,
     return_status: bool = False,
 ):
     r"""The predicted endpoint of `steps` steps of gradient descent at learning rate `lr`.
@@ -111,6 +116,7 @@ def discrete_implicit_bias(
             "`problem` must be a jm.LeastSquares with d <= n (the iterates interpolate)."
         )
     args = legendre_args(pair, schedule, w0)
+    tol, max_iter = check_bias_options(tol, max_iter)
     tol = default_tol() if tol is None else tol
     x, status = _discrete_bias(
         problem,

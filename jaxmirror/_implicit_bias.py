@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from ._arguments import check_inputs
+from ._arguments import check_bias_options, check_inputs
 from ._checking import float_dtype, is_concrete
 from ._formulations._legendre_args import legendre_args
 from ._pairs import (
@@ -295,10 +295,11 @@ def implicit_bias(
     schedule,
     w0,
     *,
-    tol: float | None = None,
-    max_iter: int | None = None,
+    tol=None,
+    max_iter=None,
     return_status: bool = False,
 ) -> Float[Array, " n"] | tuple[Float[Array, " n"], Int[Array, ""]]:
+    # `tol` and `max_iter` unannotated: their checks give messages naming them.
     r"""The point the regularized flow converges to, computed without integrating it.
 
     - If the schedule's total effect $a_\infty = -\int_0^\infty\alpha_s ds$ is finite
@@ -333,6 +334,7 @@ def implicit_bias(
 
     **Returns:** $x_\infty$, shape `(n,)` (and the status if `return_status`).
     """
+    tol, max_iter = check_bias_options(tol, max_iter)
     tol = default_tol() if tol is None else tol
     problem, w0 = check_inputs(problem, pair, schedule, w0)
     regime = prediction_regime(problem, pair, schedule)

@@ -110,8 +110,8 @@ class AbstractLeastSquares(AbstractDataProblem):
 
 
 def _design(Z, y, name_y="y"):
-    Z = as_float_array(Z)
-    y = as_float_array(y)
+    Z = as_float_array(Z, "Z")
+    y = as_float_array(y, "y")
     if Z.ndim != 2:
         raise ValueError(f"`Z` must be a matrix of shape (d, n), got shape {Z.shape}.")
     if y.shape != (Z.shape[0],):
@@ -190,7 +190,7 @@ class MatrixSensing(AbstractLeastSquares):
     y: Float[Array, " d"]
 
     def __init__(self, A, y):
-        A = as_float_array(A)
+        A = as_float_array(A, "A")
         if A.ndim != 3:
             raise ValueError(f"`A` must have shape (d, n1, n2), got shape {A.shape}.")
         self.A = check_finite("A", A)

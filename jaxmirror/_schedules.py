@@ -140,7 +140,7 @@ class Constant(AbstractSchedule):
     alpha: Float[Array, "..."]
 
     def __init__(self, alpha: RealScalarLike):
-        self.alpha = check_nonnegative("alpha", as_float_array(alpha))
+        self.alpha = check_nonnegative("alpha", as_float_array(alpha, "alpha"))
 
     def __call__(self, t):
         return self.alpha + jnp.zeros_like(_t(t))
@@ -173,8 +173,8 @@ class SwitchOff(AbstractSchedule):
     t_off: Float[Array, "..."]
 
     def __init__(self, alpha: RealScalarLike, t_off: RealScalarLike):
-        self.alpha = check_nonnegative("alpha", as_float_array(alpha))
-        self.t_off = check_nonnegative("t_off", as_float_array(t_off))
+        self.alpha = check_nonnegative("alpha", as_float_array(alpha, "alpha"))
+        self.t_off = check_nonnegative("t_off", as_float_array(t_off, "t_off"))
 
     def __call__(self, t):
         return jnp.where(_t(t) < self.t_off, self.alpha, 0.0)
@@ -207,8 +207,8 @@ class PiecewiseConstant(AbstractSchedule):
     values: Float[Array, "... pieces"]
 
     def __init__(self, boundaries, values):
-        boundaries = as_float_array(boundaries)
-        values = as_float_array(values)
+        boundaries = as_float_array(boundaries, "boundaries")
+        values = as_float_array(values, "values")
         if boundaries.ndim < 1 or values.ndim < 1:
             raise ValueError(
                 "`boundaries` and `values` must be arrays with at least one axis, got "
@@ -257,9 +257,11 @@ class LinearDecay(AbstractSchedule):
     alpha_end: Float[Array, "..."]
 
     def __init__(self, alpha, t_end, alpha_end=0.0):
-        self.alpha = check_nonnegative("alpha", as_float_array(alpha))
-        self.t_end = check_positive("t_end", as_float_array(t_end))
-        self.alpha_end = check_nonnegative("alpha_end", as_float_array(alpha_end))
+        self.alpha = check_nonnegative("alpha", as_float_array(alpha, "alpha"))
+        self.t_end = check_positive("t_end", as_float_array(t_end, "t_end"))
+        self.alpha_end = check_nonnegative(
+            "alpha_end", as_float_array(alpha_end, "alpha_end")
+        )
 
     def __call__(self, t):
         frac = jnp.minimum(_t(t) / self.t_end, 1.0)
@@ -301,9 +303,11 @@ class Cosine(AbstractSchedule):
     alpha_end: Float[Array, "..."]
 
     def __init__(self, alpha, t_end, alpha_end=0.0):
-        self.alpha = check_nonnegative("alpha", as_float_array(alpha))
-        self.t_end = check_positive("t_end", as_float_array(t_end))
-        self.alpha_end = check_nonnegative("alpha_end", as_float_array(alpha_end))
+        self.alpha = check_nonnegative("alpha", as_float_array(alpha, "alpha"))
+        self.t_end = check_positive("t_end", as_float_array(t_end, "t_end"))
+        self.alpha_end = check_nonnegative(
+            "alpha_end", as_float_array(alpha_end, "alpha_end")
+        )
 
     def __call__(self, t):
         tau = jnp.minimum(_t(t), self.t_end)
@@ -345,8 +349,8 @@ class ExponentialDecay(AbstractSchedule):
     rate: Float[Array, "..."]
 
     def __init__(self, alpha, rate):
-        self.alpha = check_nonnegative("alpha", as_float_array(alpha))
-        self.rate = check_nonnegative("rate", as_float_array(rate))
+        self.alpha = check_nonnegative("alpha", as_float_array(alpha, "alpha"))
+        self.rate = check_nonnegative("rate", as_float_array(rate, "rate"))
 
     def __call__(self, t):
         return self.alpha * jnp.exp(-self.rate * _t(t))
@@ -391,8 +395,8 @@ class PiecewiseSwitchOff(AbstractSchedule):
     learn_boundaries: bool = eqx.field(static=True)
 
     def __init__(self, boundaries, raw, learn_boundaries: bool = False):
-        boundaries = as_float_array(boundaries)
-        raw = as_float_array(raw)
+        boundaries = as_float_array(boundaries, "boundaries")
+        raw = as_float_array(raw, "raw")
         if boundaries.ndim < 1 or raw.shape != boundaries.shape:
             raise ValueError(
                 "`raw` must have the shape of `boundaries` (one value per piece), got "
@@ -406,7 +410,7 @@ class PiecewiseSwitchOff(AbstractSchedule):
     @classmethod
     def from_values(cls, boundaries, values, learn_boundaries: bool = False):
         """Build from the values alpha_i > 0 themselves (inverse softplus)."""
-        values = check_positive("values", as_float_array(values))
+        values = check_positive("values", as_float_array(values, "values"))
         raw = values + jnp.log(-jnp.expm1(-values))
         return cls(boundaries, raw, learn_boundaries)
 
@@ -438,7 +442,7 @@ class PiecewiseSwitchOff(AbstractSchedule):
 
 def as_optax(schedule: AbstractSchedule, lr) -> Callable[[Array], Array]:
     r"""An Optax schedule `count -> alpha(count * lr)`: step $k$ is time $t = k\,\eta$."""
-    lr = as_float_array(lr)
+    lr = as_float_array(lr, "lr")
 
     def weight_decay(count):
         return schedule(jnp.asarray(count).astype(lr.dtype) * lr)

@@ -14,7 +14,7 @@ from ._checking import as_float_array, call_checked, is_concrete, validated
 from ._convergence import distance_to_limit, is_converged
 from ._formulations import AbstractFormulation, as_formulation
 from ._status import Status, status_code
-from ._tolerances import precision_tolerances, roundoff_rtol
+from ._tolerances import MAX_ATOL, MAX_RTOL, precision_tolerances, roundoff_rtol
 
 
 class Solution(eqx.Module):
@@ -138,8 +138,8 @@ def solver_options(
         )
     return SolverOptions(
         solver=solver,
-        rtol=check_tolerance("rtol", rtol),
-        atol=check_tolerance("atol", atol),
+        rtol=check_tolerance("rtol", rtol, MAX_RTOL),
+        atol=check_tolerance("atol", atol, MAX_ATOL),
         max_steps=check_count("max_steps", max_steps),
         adjoint=adjoint,
         controller=stepsize_controller,
@@ -210,9 +210,9 @@ def check_saveat(saveat, t1) -> dfx.SubSaveAt:
                 "`steps`, `dense`, `subs` and a custom `fn` are not supported."
             )
         if sub.ts is not None:
-            _check_save_times(as_float_array(sub.ts), t1)
+            _check_save_times(as_float_array(sub.ts, "saveat"), t1)
         return sub
-    ts = as_float_array(saveat)
+    ts = as_float_array(saveat, "saveat")
     if ts.ndim != 1 or ts.shape[0] == 0:
         raise ValueError(
             f"`saveat` must be a 1-D array of times, got shape {ts.shape}."
@@ -290,7 +290,9 @@ def solve(
       the flow is stiff for an explicit solver, whose step count then grows with
       `t1`: for horizons long after the fit, `diffrax.Kvaerno5()` (implicit) takes
       far fewer steps (406 against 58,824 to t1 = 30,000 in the demo).
-    - `rtol`, `atol`: tolerances of the step-size controller, finite and $> 0$.
+    - `rtol`, `atol`: tolerances of the step-size controller, finite, $> 0$ and at
+      most 0.1 and 1e-2 (`jaxmirror._tolerances.MAX_RTOL`, `MAX_ATOL`: looser ones
+      make the flow's accuracy, and the `converged` flag, meaningless).
       Default by precision: 1e-8 and 1e-10 in float64; in float32 100 and 1 times
       its machine epsilon (1.2e-5, 1.2e-7), above the roundoff of the inverse mirror
       map (see `jaxmirror._tolerances`).

@@ -1,13 +1,15 @@
 """The `jaxmirror` command.
 
     jaxmirror demo                                  the sparse-recovery demo
-    jaxmirror sweep CONFIG.yaml --out DIR [--resume]
+    jaxmirror sweep CONFIG.yaml --out DIR [--resume [--repair]]
+    jaxmirror check DIR                             read every result; list damage
     jaxmirror plot DIR [--x t_off --y alpha --variable recovery_error]
     jaxmirror export DIR FILE.nc                    the results as one netCDF file
     jaxmirror reproduce NAME|all [--scale tiny|small|full] [--out DIR]
 
-A user error (a bad configuration, a missing file, a locked or mismatched `--out`)
-prints one line, `jaxmirror COMMAND: WHERE: message`, and exits with status 2.
+A user error (a bad configuration, a missing file, a locked, foreign, damaged or
+mismatched `--out`) prints one line, `jaxmirror COMMAND: WHERE: message`, and exits
+with status 2. `jaxmirror check` exits with status 1 when it finds damage.
 """
 
 import argparse
@@ -72,7 +74,8 @@ def _sweep(args):
             truth=spec.truth,
             attrs={"config_yaml": yaml.safe_dump(spec.raw, sort_keys=False)},
             out=out,
-            resume=args.resume,
+            resume=args.resume or args.repair,
+            repair=args.repair,
             **spec.options,
         )
     except KeyboardInterrupt:
@@ -83,21 +86,64 @@ def _sweep(args):
         )
         return 130
     except ValueError as error:
-        raise _UserError(f"{config}: {error}") from None
+        raise _UserError(f"{config}: {_in_yaml_words(error, spec)}") from None
     print(f"flows: {_summary(ds)}")
     print(f"results: {out} (xarray.open_zarr)")
     return 0
 
 
-def _open_results(directory: pathlib.Path):
-    import xarray as xr
+def _in_yaml_words(error: ValueError, spec) -> str:
+    """A resume refusal with the configuration's keys instead of the API's fields."""
+    from . import _config
+    from ._sweep._store import ResumeMismatch
 
-    if not (directory / "zarr.json").is_file():
-        raise _UserError(
-            f"{directory}: no sweep results here (run `jaxmirror sweep CONFIG --out "
-            f"{directory}` first, with --resume if it was interrupted)."
-        )
-    return xr.open_zarr(directory)
+    if not isinstance(error, ResumeMismatch):
+        return str(error)
+    keys = sorted({_config.yaml_key(field, spec.raw) for field in error.changed})
+    return (
+        f"`--resume`: the sweep in {error.spelled} was run with another configuration; "
+        f"changed: {', '.join(keys)}. Nothing on disk was changed; run into another "
+        "directory to keep both."
+    )
+
+
+def _open_results(directory: pathlib.Path):
+    from ._sweep._store import open_results, StoreError
+
+    try:
+        return open_results(directory)
+    except StoreError as error:
+        raise _UserError(str(error)) from None
+
+
+def _check(args):
+    from ._sweep._integrity import DamagedStoreError, inspect, scan, StoreError
+
+    directory = pathlib.Path(args.directory)
+    try:
+        contents = inspect(directory.expanduser().resolve(), directory)
+        if not contents.finished_creating:
+            raise StoreError(f"{directory}: no sweep results here.")
+        report = scan(directory.expanduser().resolve(), full=True)
+    except DamagedStoreError as error:
+        print(f"jaxmirror check: {error}")
+        return 1
+    except StoreError as error:
+        raise _UserError(str(error)) from None
+    done = report.configurations - report.pending
+    print(
+        f"{directory}: {report.configurations} configurations, {done} done, "
+        f"{report.pending} pending, {len(report.damaged)} damaged"
+    )
+    for line in report.problems:
+        print(f"  {line}")
+    if report.healthy:
+        return 0
+    print(
+        f"Recompute the damaged configurations with: jaxmirror sweep CONFIG --out "
+        f"{directory} --resume --repair"
+    )
+    return 1
 
 
 def _plot(args):
@@ -116,8 +162,20 @@ def _plot(args):
 
 def _export(args):
     directory, target = pathlib.Path(args.directory), pathlib.Path(args.file)
+    if target.exists() and not args.overwrite:
+        raise _UserError(
+            f"{target} exists; export writes a new file (pass --overwrite to replace it)."
+        )
     dataset = _open_results(directory)
-    dataset.to_netcdf(target)
+    try:
+        dataset.to_netcdf(target)
+    except Exception as error:  # noqa: BLE001 - a chunk that does not decode, say
+        target.unlink(missing_ok=True)
+        first = (str(error).splitlines() or [""])[0][:200]
+        raise _UserError(
+            f"{directory}: reading the results failed ({type(error).__name__}: "
+            f"{first}); run `jaxmirror check {directory}`."
+        ) from None
     print(f"netCDF: {target}")
     return 0
 
@@ -158,6 +216,16 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--resume", action="store_true", help="continue an interrupted sweep in --out"
     )
+    sweep.add_argument(
+        "--repair",
+        action="store_true",
+        help="with --resume: recompute configurations whose stored results are "
+        "damaged (see jaxmirror check)",
+    )
+    check = sub.add_parser(
+        "check", help="read every stored result of a sweep and list what is damaged"
+    )
+    check.add_argument("directory", help="a sweep's --out directory")
     plot = sub.add_parser("plot", help="phase diagram (or curve) of a sweep's results")
     plot.add_argument("directory", help="a sweep's --out directory")
     plot.add_argument("--x", default="t_off", help="the parameter on the x axis")
@@ -168,6 +236,9 @@ def _parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write a sweep's results as one netCDF file")
     export.add_argument("directory", help="a sweep's --out directory")
     export.add_argument("file", help="the netCDF file to write")
+    export.add_argument(
+        "--overwrite", action="store_true", help="replace FILE if it exists"
+    )
     reproduce = sub.add_parser("reproduce", help="reproduce the paper's experiments")
     reproduce.add_argument("name", help="an experiment's name, or all")
     reproduce.add_argument(
@@ -197,6 +268,7 @@ def main(argv=None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     commands = {
         "sweep": _sweep,
+        "check": _check,
         "plot": _plot,
         "export": _export,
         "reproduce": _reproduce,

@@ -208,7 +208,7 @@ class MatrixFactorization(AbstractMatrixPair):
         - `key`: the PRNG key (required).
         """
         key = _random_factor_key(self, x0, key)
-        scale = check_positive("scale", as_float_array(scale))
+        scale = check_positive("scale", as_float_array(scale, "scale"))
         ku, kv = jax.random.split(key)
         n1, n2 = self.shape
         return (
@@ -222,8 +222,8 @@ class MatrixFactorization(AbstractMatrixPair):
         With commuting measurements diagonal in (`basis`, any right basis), the flow is
         the Hadamard pair on the diagonal with $m_0 = $ scale, $w_0 = 0$.
         """
-        scale = check_positive("scale", as_float_array(scale))
-        basis = as_float_array(basis)
+        scale = check_positive("scale", as_float_array(scale, "scale"))
+        basis = as_float_array(basis, "basis")
         return (
             scale * basis[:, : self.rank],
             jnp.zeros((self.shape[1], self.rank), basis.dtype),
@@ -298,13 +298,13 @@ class SymmetricFactorization(AbstractMatrixPair):
         - `key`: the PRNG key (required).
         """
         key = _random_factor_key(self, x0, key)
-        scale = check_positive("scale", as_float_array(scale))
+        scale = check_positive("scale", as_float_array(scale, "scale"))
         return scale * jax.random.normal(key, (self.n, self.rank), scale.dtype)
 
     def init_aligned(self, basis, scale=1.0):
         r"""$U_0 = $ scale $\cdot$ basis[:, :r]: $X_0 = $ scale$^2 \sum_{k<r} q_k q_k^\top$."""
-        scale = check_positive("scale", as_float_array(scale))
-        return scale * as_float_array(basis)[:, : self.rank]
+        scale = check_positive("scale", as_float_array(scale, "scale"))
+        return scale * as_float_array(basis, "basis")[:, : self.rank]
 
     def penalty(self, x):
         X = self.matrix(x)

@@ -59,7 +59,7 @@ class Square(AbstractMirrorDescentPair, AbstractPenalisedPair):
         if is_concrete(w0):
             check(
                 "w0",
-                as_float_array(w0),
+                as_float_array(w0, "w0"),
                 lambda w: w != 0,
                 "non-zero in every coordinate for Square (x = w**2 stays at 0 forever "
                 "where w0 = 0). Use `Square().init(x0)` with x0 > 0, or "

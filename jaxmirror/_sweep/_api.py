@@ -24,6 +24,7 @@ import numpy as np
 from .._arguments import check_t1
 from .._batch import Batch
 from .._checking import call_checked
+from .._memory import check_fits
 from ._chunks import Progress, solve_chunks
 from ._inputs import check_batch, check_labels_and_truth
 from ._options import SweepOptions
@@ -43,9 +44,21 @@ def grid(**axes) -> dict[str, np.ndarray]:
     length `len(a) * len(t)` (the last axis varies fastest), ready for a schedule.
     """
     names = list(axes)
-    mesh = np.meshgrid(
-        *[np.asarray(axes[k], dtype=float) for k in names], indexing="ij"
-    )
+    values = []
+    for name in names:
+        axis = np.asarray(axes[name])
+        if axis.ndim != 1 or not axis.size:
+            raise ValueError(
+                f"`{name}`: a grid axis is a non-empty 1-D array, got shape "
+                f"{axis.shape} (for a parameter with values per configuration, "
+                "build the schedule from arrays directly)."
+            )
+        if np.iscomplexobj(axis) or not np.issubdtype(axis.dtype, np.number):
+            raise ValueError(
+                f"`{name}`: a grid axis holds real numbers, got {axis.dtype}."
+            )
+        values.append(axis.astype(float))
+    mesh = np.meshgrid(*values, indexing="ij")
     return {k: m.ravel() for k, m in zip(names, mesh)}
 
 
@@ -65,6 +78,7 @@ def sweep(
     chunk_size=None,
     out=None,
     resume=False,
+    repair=False,
     predict=True,
     progress=True,
     solver=None,
@@ -114,9 +128,12 @@ def sweep(
       multiple of the device count); default: adaptive (`_chunks.py`).
     - `out`: a directory that becomes a Zarr store, written chunk by chunk and locked
       while the sweep runs (see `_store.py`); `xarray.open_zarr(out)` opens it, and
-      `.to_netcdf(path)` exports it as one file.
+      `.to_netcdf(path)` exports it as one file. It must be a new path, an empty
+      directory or a jaxmirror store: any other folder is refused untouched.
     - `resume`: continue the sweep in `out`, computing only what is missing; any change
-      of the inputs (named in the error) is refused.
+      of the inputs (named in the error) is refused, and so is a damaged store.
+    - `repair`: with `resume`, recompute the configurations whose results in `out`
+      are missing or do not decode (`jaxmirror check OUT` lists them).
     - `predict`: also compute `jm.implicit_bias` where a limit can be predicted (else
       the `prediction` attribute says why not).
     - `progress`: one line per chunk on stderr (configurations done, rate, time left).
@@ -145,7 +162,10 @@ def sweep(
         predict=predict,
         progress=progress,
         resume=resume,
+        repair=repair,
     )
+    if out is None and resume:
+        raise ValueError("`resume` continues a sweep stored in `out`: pass out=DIR.")
     # Lock `out` first: a second run into it is refused before any other work.
     store = None if out is None else SweepStore(out)
     try:
@@ -167,9 +187,18 @@ def _sweep(store, inputs, data, options: SweepOptions):
     attrs = {**attributes(problem, pair, schedules, batch, plan), **(extra_attrs or {})}
     coords = schedule_coordinates(schedules)
     coords.update({k: np.asarray(v) for k, v in (labels or {}).items()})
+    if store is None:
+        n = problem.dim() or 1
+        check_fits(
+            "out",
+            3 * batch.size * (2 * n + 16) * 8,
+            f"the results of {batch.size} configurations held in memory",
+            "pass out=DIR to write them to disk chunk by chunk",
+        )
     parts = []
     if store is not None:
-        store.check(fingerprint_of(inputs, truth, labels, plan), options.resume)
+        fields = fingerprint_of(inputs, truth, labels, plan)
+        store.check(fields, options.resume, options.repair)
     pending = _pending(store, batch.size)
     progress = Progress(options.progress, batch.size, int(batch.size - pending.sum()))
 

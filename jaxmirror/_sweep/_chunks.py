@@ -52,10 +52,10 @@ class Chunks:
     whole sweep, and any other sweep with the same unit.
     """
 
-    def __init__(self, unit: int, adaptive: bool, size: int):
+    def __init__(self, unit: int, adaptive: bool, size: int, max_chunk=MAX_CHUNK):
         self.unit, self.size, self.adaptive = unit, size, adaptive
         self.units_per_chunk = 1
-        self.max_units = floor_power_of_two(max(1, MAX_CHUNK // unit))
+        self.max_units = floor_power_of_two(max(1, min(max_chunk, MAX_CHUNK) // unit))
 
     def ranges(self, pending: np.ndarray):
         """`(index, padded)` per chunk: its pending configurations and padded size."""
@@ -118,7 +118,7 @@ def solve_chunks(plan, inputs, batch: Batch, pending, progress: Progress, delive
         f"{plan.formulation.name}, strategy {plan.strategy.name}, backend "
         f"{plan.backend.name}"
     )
-    chunks = Chunks(plan.unit, plan.adaptive, batch.size)
+    chunks = Chunks(plan.unit, plan.adaptive, batch.size, plan.max_chunk)
     mesh, out_of_steps = devices_mesh(), 0
     for index, padded in chunks.ranges(pending):
         start = time.perf_counter()

@@ -69,7 +69,7 @@ def check_batch(problem, pair, schedules, w0):
     problem = as_problem(problem)
     check_pair(pair)
     check_schedule(schedules, "schedules")
-    w0 = jax.tree_util.tree_map(as_float_array, w0)
+    w0 = jax.tree_util.tree_map(lambda leaf: as_float_array(leaf, "w0"), w0)
     w0_batched = _is_batched_w0(pair, w0)
     w0 = check_point_of(problem, pair, w0, batched=w0_batched)
     schedules, size = _broadcast_schedules(schedules)
@@ -105,7 +105,12 @@ def check_labels_and_truth(labels, truth, size: int, n):
             )
     if truth is None:
         return None
-    truth = np.asarray(truth, dtype=float)
+    truth = np.asarray(truth)
+    if np.iscomplexobj(truth) or not np.issubdtype(truth.dtype, np.number):
+        raise ValueError(f"`truth` must be real numbers, got {truth.dtype}.")
+    truth = truth.astype(float)
     if truth.shape not in ((n,), (size, n)):
         raise ValueError(f"`truth` must have shape (n,) or (K, n), got {truth.shape}.")
+    if not np.all(np.isfinite(truth)):
+        raise ValueError("`truth` must be finite (no NaN or inf).")
     return truth

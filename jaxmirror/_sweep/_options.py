@@ -15,6 +15,7 @@ import numpy as np
 
 from .._arguments import check_count, check_tolerance
 from .._solve import check_controller, check_solver
+from .._tolerances import MAX_ATOL, MAX_RTOL
 
 
 def _option(default, *, determines_results: bool = True):
@@ -39,6 +40,7 @@ class SweepOptions:
     predict: bool = _option(True)
     progress: bool = _option(True, determines_results=False)
     resume: bool = _option(False, determines_results=False)
+    repair: bool = _option(False, determines_results=False)
 
     @classmethod
     def checked(cls, **options) -> "SweepOptions":
@@ -47,18 +49,22 @@ class SweepOptions:
         if options["chunk_size"] is not None:
             options["chunk_size"] = check_count("chunk_size", options["chunk_size"])
         options["max_steps"] = check_count("max_steps", options["max_steps"])
-        for name in ("rtol", "atol"):
+        for name, maximum in (("rtol", MAX_RTOL), ("atol", MAX_ATOL)):
             if options[name] is not None:
-                options[name] = check_tolerance(name, options[name])
+                options[name] = check_tolerance(name, options[name], maximum)
         if options["solver"] is not None:
             check_solver(options["solver"])
         check_controller(options["stepsize_controller"])
-        for name in ("predict", "progress", "resume"):
+        for name in ("predict", "progress", "resume", "repair"):
             if not isinstance(options[name], bool | np.bool_):
                 raise ValueError(
                     f"`{name}` must be True or False, got {options[name]!r}."
                 )
             options[name] = bool(options[name])
+        if options["repair"] and not options["resume"]:
+            raise ValueError(
+                "`repair` recomputes a resumed store's damage: it needs resume=True."
+            )
         return cls(**options)
 
     def determining(self) -> dict:

@@ -25,7 +25,7 @@ import dataclasses
 import jax
 
 from .._arguments import check_count
-from .._batch import Batch, ceil_power_of_two, one_configuration
+from .._batch import Batch, ceil_power_of_two, one_configuration, shapes_of
 from .._formulations import (
     AbstractFormulation,
     as_formulation,
@@ -40,9 +40,17 @@ from .._kernels import (
     FlowKernel,
     PallasBackend,
 )
+from .._memory import (
+    check_fits,
+    fits,
+    sweep_bytes_per_configuration,
+    sweep_fixed_bytes,
+)
 from .._pairs import AbstractMatrixPair
+from .._problems import AbstractLinearProblem
 from .._solve import solver_options, SolverOptions, state_dtype
 from .._tolerances import precision_tolerances
+from ._chunks import MAX_CHUNK
 from ._options import SweepOptions
 from ._predictions import commuting_reductions
 from ._strategies import (
@@ -72,6 +80,7 @@ class Plan:
     threaded: bool  # the vmap strategy's solves may run in host threads
     unit: int  # configurations per unit: the store's block, a chunk's granularity
     adaptive: bool  # chunks grow towards `_chunks.TARGET_SECONDS`
+    max_chunk: int  # configurations per chunk at the most (memory)
     predict: bool
     regime: bool | None  # see `prediction_regime`
     prediction_note: str  # "computed", "not requested" or why not available
@@ -105,7 +114,8 @@ def make_plan(problem, pair, schedules, w0, t1, batch: Batch, options: SweepOpti
     strategy = _strategy(
         requested_strategy, backend, formulation, pair, solving, threaded
     )
-    unit = _unit(options.chunk_size, batch.size)
+    sizes = _sizes(formulation, one_problem, pair, one_schedule, one_w0)
+    unit, max_chunk = _chunking(options.chunk_size, batch.size, sizes)
     regime, predict, note = _prediction(problem, pair, schedules, w0, batch, options)
     resolved = dataclasses.replace(
         options,
@@ -116,7 +126,7 @@ def make_plan(problem, pair, schedules, w0, t1, batch: Batch, options: SweepOpti
     return Plan(
         *(formulation, strategy, backend, solving, t1, threaded, unit),
         options.chunk_size is None and isinstance(strategy, VmapStrategy),
-        *(predict, regime, note, resolved),
+        *(max_chunk, predict, regime, note, resolved),
     )
 
 
@@ -168,17 +178,53 @@ def _prefers_shared_step(formulation, threads: int, pair) -> bool:
     return threads == 1 or isinstance(pair, AbstractMatrixPair)
 
 
-def _unit(chunk_size, size: int) -> int:
-    """Configurations per unit, a multiple of the device count. By default a small
-    sweep is padded to the next power of two (at least `MIN_UNIT`), so that sweeps of
-    any size reuse a few compiled programs (shape bucketing), and a large one takes
-    `UNIT` per device."""
+def _sizes(formulation, problem, pair, schedule, w0) -> tuple[int, int, int, int]:
+    """`(state, n, d, itemsize)` of one configuration's flow, from shapes alone."""
+    state, _ = shapes_of(formulation.init, problem, pair, schedule, w0)
+    leaves = jax.tree_util.tree_leaves(state)
+    n = problem.dim() or sum(leaf.size for leaf in leaves)
+    d = problem.design().shape[-2] if isinstance(problem, AbstractLinearProblem) else n
+    return sum(leaf.size for leaf in leaves), n, d, leaves[0].dtype.itemsize
+
+
+def _chunking(chunk_size, size: int, sizes) -> tuple[int, int]:
+    """`(unit, max_chunk)`: configurations per unit, a multiple of the device count,
+    never more than the sweep has (rounded up to that multiple); and per chunk at the
+    most, within the memory budget (`_memory.py`). By default a small sweep is padded
+    to the next power of two (at least `MIN_UNIT`), so that sweeps of any size reuse
+    a few compiled programs (shape bucketing), and a large one takes `UNIT` per
+    device, halved until a chunk fits in memory."""
     devices = len(jax.devices())
+    per_configuration = sweep_bytes_per_configuration(*sizes)
+    fixed = sweep_fixed_bytes(sizes[0], sizes[1], sizes[3])
+
+    def rounded(unit):
+        return -(-unit // devices) * devices
+
     if chunk_size is None:
         unit = min(ceil_power_of_two(max(size, MIN_UNIT)), UNIT * devices)
+        while unit > devices and not fits(rounded(unit) * per_configuration + fixed):
+            unit //= 2
     else:
-        unit = check_count("chunk_size", chunk_size)
-    return -(-unit // devices) * devices
+        unit = min(check_count("chunk_size", chunk_size), size)
+    unit = rounded(unit)
+    if chunk_size is None:
+        check_fits(
+            "problem",
+            unit * per_configuration + fixed,
+            f"one configuration's flow (state {sizes[0]}, n = {sizes[1]})",
+            "solve a smaller problem, or with another formulation",
+        )
+    check_fits(
+        "chunk_size",
+        unit * per_configuration + fixed,
+        f"a chunk of {unit} configurations (state {sizes[0]}, n = {sizes[1]})",
+        "pass a smaller chunk_size",
+    )
+    most = unit
+    while 2 * most <= MAX_CHUNK and fits(2 * most * per_configuration + fixed):
+        most *= 2
+    return unit, most
 
 
 def _prediction(problem, pair, schedules, w0, batch, options):

@@ -34,10 +34,17 @@ import numpy as np
 
 from .._status import BiasStatus, Status
 from .._version import __version__
+from ._integrity import (
+    DamagedStoreError,
+    FINGERPRINT,
+    FORMAT,
+    inspect,
+    MARKER,
+    PENDING,
+    scan,
+    StoreError,
+)
 
-
-PENDING = -1  # the status of a configuration not computed yet
-_FINGERPRINT = "jaxmirror_fingerprint"
 
 _LONG_NAMES = {
     "x_final": "model point x = g(w) at t1",
@@ -148,82 +155,129 @@ def _changed(previous: dict, current: dict) -> list[str]:
 
 def lock_path(out: pathlib.Path) -> pathlib.Path:
     """The lock of a sweep into `out`: a hidden file beside the store (inside it, zarr
-    would warn of a file that is not part of the store)."""
+    would warn of a file that is not part of the store), named after the folder
+    itself, whatever path spells it (links and relative parts resolved)."""
+    out = pathlib.Path(out).expanduser().resolve()
     return out.parent / f".{out.name}.jaxmirror.lock"
 
 
+class ResumeMismatch(ValueError):
+    """A resume whose inputs differ from the stored sweep's: `changed` names them."""
+
+    def __init__(self, spelled, changed: list[str]):
+        self.spelled, self.changed = spelled, changed
+        super().__init__(
+            f"`resume`: the sweep in {spelled} was run with other inputs; changed: "
+            f"{', '.join(changed)}. Nothing on disk was changed; run into another "
+            "directory to keep both."
+        )
+
+
 class SweepStore:
-    """The output directory of one sweep (see the module docstring).
+    """The output directory of one sweep (see the module docstring and
+    `_integrity.py`).
 
     Only process 0 writes and locks (several hosts share one result).
     """
 
     def __init__(self, out):
-        """Lock `out` at once, before any other work (a second run is refused fast)."""
+        """Lock `out` at once, before any other work (a second run is refused fast),
+        after checking that a sweep may write there (`_integrity.inspect`: a folder
+        that is neither new, empty nor a jaxmirror store is refused untouched)."""
         import filelock
 
-        self.path = pathlib.Path(out)
-        if self.path.exists() and not self.path.is_dir():
-            raise ValueError(f"`out`: {self.path} is a file; expected a directory.")
+        self.spelled = out
+        self.path = pathlib.Path(out).expanduser().resolve()
         self.writer = jax.process_index() == 0
-        self.fields, self.exists = None, False
+        self.fields, self.exists, self.contents = None, False, None
         self._lock = None
-        if self.writer:
-            self.path.mkdir(parents=True, exist_ok=True)
-            self._lock = filelock.FileLock(lock_path(self.path))
-            try:
-                self._lock.acquire(timeout=0)
-            except filelock.Timeout:
-                raise ValueError(
-                    f"`out`: {self.path} is in use by another running sweep (its lock "
-                    "is held); wait for it to finish, or choose another directory."
-                ) from None
+        if not self.writer:
+            return
+        try:  # a folder that is not ours is refused before the lock file is made
+            inspect(self.path, out)
+        except DamagedStoreError:
+            pass  # or another sweep is writing it: decided under the lock, below
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = filelock.FileLock(lock_path(self.path))
+        try:
+            self._lock.acquire(timeout=0)
+        except filelock.Timeout:
+            raise ValueError(
+                f"`out`: {out} is in use by another running sweep (its lock is held); "
+                "wait for it to finish, or choose another directory."
+            ) from None
+        try:  # again, now that no other sweep can change it
+            self.contents = inspect(self.path, out)
+        except BaseException:
+            self.close()
+            raise
 
-    def check(self, fields: dict[str, str], resume: bool) -> None:
-        """Compare the sweep's fingerprint with a stored one, if any (module docstring)."""
+    def check(self, fields: dict[str, str], resume: bool, repair: bool = False):
+        """Compare the sweep's fingerprint with a stored one, if any, and check a
+        store to be resumed for damage (module docstring)."""
         self.fields = fields
         if self.writer:  # the other processes neither read nor write the store
-            self.exists = self._check_existing(resume)
+            self.exists = self._check_existing(resume, repair)
 
-    def _check_existing(self, resume: bool) -> bool:
-        previous = self._stored_fingerprint()
-        if previous is None:
-            return False
+    def _check_existing(self, resume: bool, repair: bool) -> bool:
+        if not self.contents.finished_creating:
+            return False  # new, or an unfinished creation of ours: laid out afresh
         if not resume:
             raise ValueError(
-                f"`out`: {self.path} already holds a sweep; resume it (resume=True, or "
-                "--resume), or choose another directory."
+                f"`out`: {self.spelled} already holds a sweep; resume it (resume=True, "
+                "or --resume), or choose another directory."
             )
+        previous = json.loads(self.contents.attrs[FINGERPRINT])
         changed = _changed(previous, self.fields)
         if changed:
-            raise ValueError(
-                f"`resume`: the sweep in {self.path} was run with other inputs; changed: "
-                f"{', '.join(changed)}. Nothing on disk was changed; run into another "
-                "directory to keep both."
+            raise ResumeMismatch(self.spelled, changed)
+        report = scan(self.path, full=True)
+        if report.healthy:
+            return True
+        if not repair:
+            raise StoreError(
+                f"`resume`: {self.spelled} is damaged: {report.problems[0]} Run "
+                f"`jaxmirror check {self.spelled}` to list what is damaged, and resume "
+                "with repair=True (--repair) to recompute the damaged configurations."
             )
+        self._mark_pending(sorted(report.damaged))
         return True
 
-    def _stored_fingerprint(self):
+    def _mark_pending(self, configurations: list[int]) -> None:
+        """Set the status of damaged configurations to pending, so that the resume
+        recomputes them (their other variables are rewritten with them)."""
         import zarr
 
-        if not (self.path / "zarr.json").exists():
-            return None
-        try:
-            attrs = zarr.open_group(self.path, mode="r").attrs
-        except Exception:  # noqa: BLE001 - not (yet) a readable store: start afresh
-            return None
-        stored = attrs.get(_FINGERPRINT)
-        return None if stored is None else json.loads(stored)
+        status = zarr.open_array(self.path / "status", mode="r+")
+        unit = status.chunks[0]
+        for block in sorted({i // unit for i in configurations}):
+            rows = slice(block * unit, min(status.shape[0], (block + 1) * unit))
+            try:
+                values = np.asarray(status[rows])
+            except Exception:  # noqa: BLE001 - an undecodable status chunk: all pending
+                values = np.full(rows.stop - rows.start, PENDING, status.dtype)
+            for i in configurations:
+                if rows.start <= i < rows.stop:
+                    values[i - rows.start] = PENDING
+            status[rows] = values
 
     def create(self, first, size: int, unit: int, coords: dict, attrs: dict) -> None:
-        """Lay out every variable of `first` (a chunk's dataset) at its full size."""
+        """Lay out every variable of `first` (a chunk's dataset) at its full size.
+
+        Only into a new or empty directory, or an unfinished creation of ours
+        (`_integrity.inspect`): arrays are replaced (`overwrite=True`) only there.
+        """
         import zarr
 
         if not self.writer:
             return
         # mode "a" with arrays overwritten one by one, never "w": that would empty the
-        # directory, the lock file included.
+        # directory, the lock file included. The marker first: from here on the
+        # folder is recognisably ours. (The folder is made here, with the first
+        # results: a sweep refused before them leaves no empty folder behind.)
+        self.path.mkdir(parents=True, exist_ok=True)
         root = zarr.open_group(self.path, mode="a", zarr_format=3)
+        root.attrs.update({MARKER: FORMAT})
         coords = {"config": np.arange(size), **coords}
         along_config = " ".join(name for name in coords if name != "config")
         for name, variable in first.data_vars.items():
@@ -237,6 +291,7 @@ class SweepStore:
                 fill_value=fill,
                 dimension_names=variable.dims,
                 overwrite=True,
+                config={"write_empty_chunks": True},  # a missing chunk is damage
             )
             array.attrs.update(variable_attributes(name))
             if along_config:  # CF: the non-dimension coordinates of the variable
@@ -254,11 +309,12 @@ class SweepStore:
                 fill_value=_fill_value(values.dtype),
                 dimension_names=dims if values.ndim else (),
                 overwrite=True,
+                config={"write_empty_chunks": True},  # a missing chunk is damage
             )
             array[...] = values
             array.attrs.update(variable_attributes(name))
         # The fingerprint last: a store without it is an unfinished creation.
-        root.attrs.update({**attrs, _FINGERPRINT: json.dumps(self.fields)})
+        root.attrs.update({**attrs, FINGERPRINT: json.dumps(self.fields)})
         self._consolidate()
         self.exists = True
 
@@ -285,16 +341,17 @@ class SweepStore:
         region = {"config": slice(lo, hi)}
         data = dataset.drop_vars(list(dataset.coords))
         with _quiet():
-            data.drop_vars("status").to_zarr(
-                self.path, region=region, consolidated=False
-            )
-            data[["status"]].to_zarr(self.path, region=region, consolidated=False)
+            # Every chunk written, fill values included: a missing chunk is damage.
+            kw = dict(region=region, consolidated=False, write_empty_chunks=True)
+            data.drop_vars("status").to_zarr(self.path, **kw)
+            data[["status"]].to_zarr(self.path, **kw)
 
     def open(self):
         """The results, opened lazily."""
         import xarray as xr
 
-        return xr.open_zarr(self.path)
+        with _quiet():
+            return xr.open_zarr(self.path)
 
     def _consolidate(self):
         import zarr
@@ -324,3 +381,29 @@ def _quiet():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
         yield
+
+
+def open_results(path, spelled=None):
+    """A jaxmirror store's results, opened lazily once every chunk was read, or a
+    `StoreError` (one line naming the file and the remedy) for a folder that is not
+    one, or a store with damage (a missing chunk would read as NaN)."""
+    import xarray as xr
+
+    spelled = path if spelled is None else spelled
+    path = pathlib.Path(path).expanduser().resolve()
+    if not path.is_dir():
+        raise StoreError(f"{spelled}: no sweep results here (not a directory).")
+    contents = inspect(path, spelled)
+    if not contents.finished_creating:
+        raise StoreError(
+            f"{spelled}: no sweep results here (run `jaxmirror sweep CONFIG --out "
+            f"{spelled}` first, with --resume if it was interrupted)."
+        )
+    report = scan(path, full=True)
+    if not report.healthy:
+        raise StoreError(
+            f"{spelled} is damaged: {report.problems[0]} Run `jaxmirror check "
+            f"{spelled}` to list what is damaged."
+        )
+    with _quiet():
+        return xr.open_zarr(path)
