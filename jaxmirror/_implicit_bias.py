@@ -217,6 +217,8 @@ def constrained_limit(legendre, theta0, a_inf, problem, tol, max_iter, x_guess=N
     20 from 0, up to 8 and mostly 1 to 5 from where its flows ended at T = 200).
     """
     Z, y = problem.design(), problem.y
+    if legendre.cancels_in_theta:
+        return _primal_limit(legendre, theta0, a_inf, Z, y, tol, max_iter, x_guess)
     if x_guess is None:
         lam_guess = jnp.zeros_like(y)
     else:
@@ -248,6 +250,131 @@ def constrained_limit(legendre, theta0, a_inf, problem, tol, max_iter, x_guess=N
         root_fn, lam_guess, newton, tangent_solve, has_aux=True
     )
     x = legendre.grad_inverse(theta0 + Z.T @ lam, a_inf)
+    return x, jax.lax.stop_gradient(status).astype(jnp.int32)
+
+
+def _primal_newton(legendre, theta0, a, Z, y, tol, max_iter, x_start):
+    r"""Minimise $\Phi(x) = R_a(x) - \langle\theta_0, x\rangle$ on $Zx = y$ by
+    Newton's method in the null space of Z, from a feasible `x_start`, following
+    the path $a_j = (j/J)\,a$ from $a = 0$; return x and a status.
+
+    With $x = x_{\rm start} + Nw$ ($N$ an orthonormal null-space basis) each step
+    solves $(N^\top H N)\Delta w = -N^\top g$, $H = \nabla^2 R_a(x)$ and $g = \nabla
+    R_a(x) - \theta_0$, both formed from x without cancellation. Where a coordinate
+    carries the answer its $H$ is tiny (1e-17 at $a = -20$, L = 4) and its
+    $\nabla R_a$ is known only to rounding; this form never divides by that $H$,
+    so the rounding stays where it is instead of being amplified by $H^{-1}$ (as in
+    the metric-weighted normal equations). The step is halved while the
+    directional derivative $\Phi'(s) = \langle g(x + s\Delta x), \Delta x\rangle$
+    (increasing: $\Phi$ is convex) has overshot by more than half of $|\Phi'(0)|$.
+    Each stage lowers $a$ by at most 1/2, so that Newton starts near the answer: the
+    far end of the path is an interior-point method with barrier weight
+    $e^{(L-2)a}$, which a single stage from the pseudo-inverse reaches only in many
+    damped steps.
+    """
+    n, d = Z.shape[1], Z.shape[0]
+    size = 1.0 + jnp.max(jnp.abs(x_start))
+    basis = jnp.linalg.svd(Z, full_matrices=True)[2][d:].T  # n x (n - d)
+    a = jnp.broadcast_to(jnp.asarray(a, x_start.dtype), (n,))
+    stages = jnp.maximum(jnp.ceil(2.0 * jnp.max(jnp.abs(a))), 1.0)
+
+    def newton_step(x, a_j):
+        g = legendre.grad(x, a_j) - theta0
+        h = legendre.hessian_diag(x, a_j)
+        K = (basis.T * h[None, :]) @ basis
+        scale = 1.0 / jnp.sqrt(jnp.diag(K))  # Jacobi scaling: h spans 1e50 and more
+        z = _ridged_solve(K * scale[:, None] * scale[None, :], scale * (basis.T @ g))
+        step = -basis @ (scale * z)
+        start = jnp.dot(g, step)  # <= 0: a descent direction
+
+        def slope(s):
+            return jnp.dot(legendre.grad(x + s * step, a_j) - theta0, step)
+
+        s = jax.lax.while_loop(
+            lambda s: (slope(s) > -0.5 * start) & (s > 1e-30),
+            lambda s: 0.5 * s,
+            jnp.ones_like(start),
+        )
+        return x + s * step, jnp.max(jnp.abs(s * step))
+
+    def stage(x, j):
+        a_j = (j / stages) * a
+        last = j >= stages
+        stage_tol = jnp.where(last, tol, jnp.sqrt(tol))
+
+        def cond(state):
+            _, it, change = state
+            going = (change > stage_tol * size) & jnp.isfinite(change)
+            return (it < max_iter) & ((it == 0) | going)
+
+        def body(state):
+            x, it, _ = state
+            x, change = newton_step(x, a_j)
+            return x, it + 1, change
+
+        inf = jnp.array(jnp.inf, x.dtype)
+        return jax.lax.while_loop(cond, body, (x, jnp.array(0), inf))
+
+    def outer(state):
+        x, j, _, _ = state
+        x, it, change = stage(x, j + 1.0)
+        return x, j + 1.0, it, change
+
+    x, _, it, change = jax.lax.while_loop(
+        lambda s: (s[1] < stages) & jnp.isfinite(s[3]),
+        outer,
+        (
+            x_start,
+            jnp.zeros((), x_start.dtype),
+            jnp.array(0),
+            jnp.zeros((), x_start.dtype),
+        ),
+    )
+    residual = jnp.max(jnp.abs(Z @ x - y)) / (1.0 + jnp.max(jnp.abs(y)))
+    status = jnp.where(
+        ~(jnp.isfinite(change) & jnp.isfinite(residual)),
+        BiasStatus.NONFINITE,
+        jnp.where(
+            (change <= tol * size) & (residual <= 1e3 * tol),
+            BiasStatus.CONVERGED,
+            BiasStatus.MAX_ITERATIONS,
+        ),
+    )
+    return x, status
+
+
+def _primal_limit(legendre, theta0, a, Z, y, tol, max_iter, x_guess=None):
+    r"""`constrained_limit` for a Legendre function that cancels in $\theta$: Newton
+    in x (`_primal_newton`), differentiated by the implicit function theorem on the
+    optimality conditions in x, $Zx = y$ and $N^\top(\nabla R_a(x) - \theta_0) = 0$
+    ($N$ an orthonormal basis of the null space of Z), which the metric keeps well
+    posed where $\theta$ itself cannot be resolved."""
+    d, n = Z.shape
+    basis = jnp.linalg.svd(Z, full_matrices=True)[2][d:].T  # null space, n x (n - d)
+    pinv_y = jnp.linalg.lstsq(Z, y)[0]
+    start = (
+        pinv_y if x_guess is None else x_guess + jnp.linalg.lstsq(Z, y - Z @ x_guess)[0]
+    )
+    start = jnp.where(jnp.all(jnp.isfinite(start)), start, pinv_y)
+
+    def optimality(x):
+        return jnp.concatenate([Z @ x - y, basis.T @ (legendre.grad(x, a) - theta0)])
+
+    def solve(_, guess):
+        x, status = _primal_newton(
+            *jax.lax.stop_gradient((legendre, theta0, a, Z, y)),
+            tol,
+            max_iter,
+            jax.lax.stop_gradient(guess),
+        )
+        return x, status.astype(x.dtype)
+
+    def tangent_solve(linear, rhs):
+        return jnp.linalg.lstsq(jax.jacfwd(linear)(rhs), rhs)[0]
+
+    x, status = jax.lax.custom_root(
+        optimality, start, solve, tangent_solve, has_aux=True
+    )
     return x, jax.lax.stop_gradient(status).astype(jnp.int32)
 
 

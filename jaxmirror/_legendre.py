@@ -40,6 +40,21 @@ class AbstractLegendre(eqx.Module):
         r"""The clock $\kappa(a) > 0$ of the mirror flow (default 1)."""
         return jnp.ones_like(jnp.asarray(a))
 
+    def dual_amplification(self, a: ArrayLike) -> Array:
+        r"""How many times more an error of $\theta$ is amplified in x at Legendre
+        time `a` than $|\theta|$ already amplifies it (default 1: the closed forms
+        are evaluated without cancellation, the hyperbolic entropy in log space).
+        Where it is large, the dual and row-space flows lose x's accuracy."""
+        return jnp.ones_like(jnp.asarray(a))
+
+    @property
+    def cancels_in_theta(self) -> bool:
+        r"""Whether $(\nabla R_a)^{-1}(\theta)$ cancels where x is large (default
+        False). Then points of the limit can lie closer to the boundary of the
+        $\theta$-domain than $\theta$'s rounding, and `jm.implicit_bias` solves
+        for x itself rather than for the dual multiplier."""
+        return False
+
     def value(self, x: Point, a: ArrayLike) -> Scalar:
         r"""$R_a(x) = \langle\theta, x\rangle - R_a^*(\theta)$ at $\theta = \nabla R_a(x)$
         (Fenchel-Young with equality); override where a direct form is cheaper."""
@@ -258,6 +273,24 @@ class PowerEntropy(AbstractLegendre):
             return jnp.ones_like(jnp.asarray(a))
         return jnp.exp((self.depth - 2.0) * jnp.asarray(a))
 
+    def dual_amplification(self, a):
+        r"""With plain weight decay, a point of unit size at $a$ needs $P \approx
+        e^{(L-2)a}$, the difference of $p_0 = u_0^{2-L}$ and $(L-2)L\theta$: an error
+        $\epsilon p_0$ there moves x by $k\,p_0 e^{-(L-2)a}\epsilon$ (measured at
+        L = 3 and 4, $a$ from -1 to -10: within a factor 5 of the row-space flow's
+        drift). Matched weight decay shifts P and Q instead: no cancellation."""
+        a = jnp.asarray(a)
+        if self.matched:
+            return jnp.ones_like(a)
+        scale = jnp.maximum(jnp.max(self.p0), jnp.max(self.q0))
+        return self._k * scale * jnp.exp(-(self.depth - 2.0) * a)
+
+    @property
+    def cancels_in_theta(self) -> bool:
+        """With plain weight decay a point of unit size at $a$ has $P \approx
+        e^{(L-2)a}$: at $a = -20$ (L = 4) 1e-18 of $p_0$, below $\theta$'s rounding."""
+        return not self.matched
+
     def grad_inverse(self, theta, a):
         P, Q = self._pq(theta, a)
         inside = (P > 0) & (Q > 0)
@@ -265,8 +298,9 @@ class PowerEntropy(AbstractLegendre):
         x = jnp.exp(self._shifts(a)[0]) * (P**-self._k - Q**-self._k)
         return jnp.where(inside, x, jnp.nan)  # outside the domain: a rejected step
 
-    def _ratio(self, x, a):
-        r"""$r = P/(P+Q) \in (0, 1)$ at the point x, and $S = P + Q$."""
+    def _pq_at(self, x, a):
+        r"""$P$ and $Q$ at the point x, the smaller of the two formed without
+        cancellation ($\rho S$ with $\rho = \min(r, 1 - r)$, $r = P/(P + Q)$)."""
         log_m, shift = self._shifts(a)
         S = self.p0 + self.q0 - 2.0 * (self.depth - 2.0) * shift
         k = self._k
@@ -284,25 +318,34 @@ class PowerEntropy(AbstractLegendre):
             return jnp.clip(rho - G / dG, rho, 0.5)
 
         rho = jax.lax.fori_loop(0, 16, newton, rho)
-        r = jnp.where(eta >= 0, rho, 1.0 - rho)
-        return r, S
+        small, large = rho * S, (1.0 - rho) * S
+        return jnp.where(eta >= 0, small, large), jnp.where(eta >= 0, large, small)
 
     def grad(self, x, a):
-        c = self.depth - 2.0
-        r, S = self._ratio(x, a)
-        _, shift = self._shifts(a)
-        theta = jax.lax.stop_gradient((self.p0 - c * shift - r * S) / (c * self.depth))
-        # One Newton step through which gradients flow: at the root it has the
-        # implicit-function derivatives d theta = (dx - dx/da da) / (dx/dtheta).
-        x_theta, slope = jax.jvp(
-            lambda th: self.grad_inverse(th, a), (theta,), (jnp.ones_like(theta),)
+        c, k = self.depth - 2.0, self._k
+        P, Q = jax.lax.stop_gradient(self._pq_at(x, a))
+        log_m, shift = self._shifts(a)
+        # c L theta = p0 - c shift - P = Q - q0 + c shift: from the smaller of P, Q.
+        scaled = jnp.where(P <= Q, self.p0 - c * shift - P, Q - self.q0 + c * shift)
+        theta = jax.lax.stop_gradient(scaled / (c * self.depth))
+        # Derivatives by the implicit function theorem, d theta = (dx - dx/da da) /
+        # (dx/dtheta), with every factor from P and Q: near the boundary of the
+        # theta-domain, they round away if formed from theta.
+        magnitude = jnp.exp(log_m)
+        dx_dtheta = magnitude * k * self.depth * c * (P ** (-k - 1.0) + Q ** (-k - 1.0))
+        if self.matched:  # P and Q shift with a: dP/da = dQ/da = -c
+            dx_da = magnitude * k * c * (P ** (-k - 1.0) - Q ** (-k - 1.0))
+        else:  # x = e^{La} F(theta)
+            dx_da = self.depth * x
+        a = jnp.broadcast_to(jnp.asarray(a, theta.dtype), theta.shape)
+        tangent = (x - jax.lax.stop_gradient(x)) - jax.lax.stop_gradient(dx_da) * (
+            a - jax.lax.stop_gradient(a)
         )
-        return theta - (x_theta - x) / slope
+        return theta + tangent / jax.lax.stop_gradient(dx_dtheta)
 
     def hessian_diag(self, x, a):
-        r, S = self._ratio(x, a)
+        P, Q = self._pq_at(x, a)
         c, k = self.depth - 2.0, self._k
-        P, Q = r * S, (1.0 - r) * S
         slope = jnp.exp(self._shifts(a)[0]) * k * self.depth * c
         return 1.0 / (slope * (P ** (-k - 1.0) + Q ** (-k - 1.0)))
 

@@ -11,9 +11,9 @@ from jaxtyping import Array, Bool, Float, Int, PyTree
 
 from ._arguments import check_count, check_inputs, check_t1, check_tolerance
 from ._checking import as_float_array, call_checked, is_concrete, validated
-from ._convergence import distance_to_limit, is_converged
+from ._convergence import distance_to_limit, is_converged, precise
 from ._formulations import AbstractFormulation, as_formulation
-from ._status import Status, status_code
+from ._status import Status, status_code, with_precision
 from ._tolerances import MAX_ATOL, MAX_RTOL, precision_tolerances, roundoff_rtol
 
 
@@ -320,9 +320,12 @@ def solve(
     options = solver_options(
         solver, rtol, atol, max_steps, adjoint, stepsize_controller
     )
-    formulation = as_formulation(formulation, problem, pair, dtype, options.rtol)
-    check_adjoint(options.adjoint, formulation)
     t1 = check_t1(t1)
+    precision = (w0, schedule.a(t1)) if is_concrete(w0, schedule, t1) else None
+    formulation = as_formulation(
+        formulation, problem, pair, dtype, options.rtol, precision
+    )
+    check_adjoint(options.adjoint, formulation)
     saveat = check_saveat(saveat, t1)
     # The initial state (and the Legendre function, theta_0) once, before any solve,
     # so that a degenerate w0 is reported there.
@@ -410,7 +413,7 @@ def _solution(formulation, problem, sol, args, saveat, field, options, convergen
     status = solver_status(sol.result, xs, field_finite)
     converged, distance = jnp.zeros((), bool), jnp.full((), jnp.nan, xs.dtype)
     if convergence:
-        converged, distance = final_convergence(
+        status, converged, distance = final_convergence(
             formulation, problem, t_last, y_last, args, status, options
         )
     solution = Solution(
@@ -451,12 +454,16 @@ def _requested_and_last(sol, t1_requested: bool):
 
 
 def final_convergence(formulation, problem, t, y, args, status, options):
-    """`converged` and `distance_to_limit` at the final state (not differentiated)."""
+    """`(status, converged, distance_to_limit)` at the final state (not
+    differentiated): a successful solve whose state no longer holds x to the
+    requested accuracy becomes `Status.PRECISION_LOST` (`_convergence.precise`)."""
     t, y, args = jax.lax.stop_gradient((t, y, args))
     step = distance_to_limit(formulation, t, y, problem, args)
     x = formulation.point(t, y, problem, args)
     converged = is_converged(step, x, options.rtol, options.atol)
-    return converged & (status == Status.SUCCESS), jnp.max(jnp.abs(step))
+    held = precise(formulation, t, y, problem, args, options, at_rest=converged)
+    status = with_precision(status, held)
+    return status, converged & (status == Status.SUCCESS), jnp.max(jnp.abs(step))
 
 
 def all_finite(tree) -> Array:

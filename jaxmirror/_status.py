@@ -42,12 +42,21 @@ class Status(_StatusEnum):
     - `MAX_STEPS` (1): the step budget `max_steps` ran out before `t1`.
     - `NONFINITE` (2): the state or its vector field became non-finite (NaN or inf).
     - `SOLVER_FAILURE` (3): the ODE solver failed for another reason.
+    - `PRECISION_LOST` (4): reached the final time, but the formulation's state there
+      no longer holds x to the requested accuracy (its error, within the
+      tolerances, is amplified more than `jaxmirror._convergence.AMPLIFICATION`
+      times in x): run another formulation (`"parameter"` or `"mirror"`).
     """
 
     SUCCESS = 0, "reached t1 with finite values"
     MAX_STEPS = 1, "ran out of steps (`max_steps`) before t1"
     NONFINITE = 2, "the state or its vector field became non-finite (NaN or inf)"
     SOLVER_FAILURE = 3, "the ODE solver failed"
+    PRECISION_LOST = (
+        4,
+        "the state no longer holds x to the requested accuracy (use another "
+        "formulation)",
+    )
 
 
 class BiasStatus(_StatusEnum):
@@ -96,3 +105,11 @@ def status_code(reached_t1, out_of_steps, x_finite, field_finite):
     )
     done = _choose(finite, int(Status.SUCCESS), int(Status.NONFINITE))
     return _choose(reached_t1, done, failed).astype("int32")
+
+
+def with_precision(status, precise):
+    """`status`, with a success whose final state lost the requested accuracy in x
+    (`precise` False) reported as `PRECISION_LOST`: the last step of the one
+    derivation above, taken where the final state is examined."""
+    lost = (status == int(Status.SUCCESS)) & ~precise
+    return _choose(lost, int(Status.PRECISION_LOST), status).astype("int32")

@@ -48,3 +48,10 @@ MAX_RTOL = 0.1
 MAX_ATOL = 1e-2
 """The loosest `atol` a flow accepts (measured: at rtol = atol = 10 a solve reported
 `converged` 4.8e-3 from its limit)."""
+
+
+AMPLIFICATION = 1e3
+"""How much more error in x than the tolerances allow a formulation may carry: a
+final state beyond it reports `Status.PRECISION_LOST` (`_convergence.precise`), and
+`formulation="auto"` avoids a formulation expected beyond it (`dual_amplification`
+of closed-form pairs)."""

@@ -43,6 +43,7 @@ def _summary(ds) -> str:
         "max steps": int((status == Status.MAX_STEPS).sum()),
         "non-finite": int((status == Status.NONFINITE).sum()),
         "solver failure": int((status == Status.SOLVER_FAILURE).sum()),
+        "precision lost": int((status == Status.PRECISION_LOST).sum()),
         "pending": int((status == PENDING).sum()),
     }
     return ", ".join(

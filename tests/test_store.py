@@ -163,6 +163,7 @@ def test_results_describe_themselves(stored):
         1: "max_steps",
         2: "nonfinite",
         3: "solver_failure",
+        4: "precision_lost",
     }
     assert ds.bias_status.attrs["flag_meanings"].split()[0] == "converged"
     for name in ds.data_vars:

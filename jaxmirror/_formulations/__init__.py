@@ -1,6 +1,7 @@
 """Formulations of the regularized gradient flow, and the one registry of their names."""
 
-from .._tolerances import roundoff_rtol
+from .._pairs import AbstractClosedFormPair
+from .._tolerances import AMPLIFICATION, roundoff_rtol
 from ._base import AbstractFormulation as AbstractFormulation
 from ._dual import DualFormulation as DualFormulation
 from ._mirror import MirrorFormulation as MirrorFormulation
@@ -29,18 +30,33 @@ _PREFERENCE = (RowSpaceFormulation, DualFormulation, ParameterFormulation)
 _NEAR_ROUNDOFF = (ParameterFormulation,)
 
 
-def auto_formulation(problem, pair, dtype, rtol=None) -> AbstractFormulation:
+_IMPRECISE_DUAL = (MirrorFormulation, ParameterFormulation)
+
+
+def auto_formulation(
+    problem, pair, dtype, rtol=None, precision=None
+) -> AbstractFormulation:
     """The preferred formulation for this problem, pair, floating dtype and `rtol`
-    (`None`: the default for `dtype`)."""
+    (`None`: the default for `dtype`). `precision`, where known, is `(w0, a)`: the
+    initialisation and the most negative Legendre time the flow reaches; where the
+    pair's `dual_amplification` there exceeds `AMPLIFICATION`, the dual coordinate
+    loses x's accuracy (measured: the deep pair with plain weight decay at a = -10
+    drifted by 0.5), and the mirror or parameter formulation runs instead."""
     near_roundoff = rtol is not None and rtol < roundoff_rtol(dtype)
-    for cls in _NEAR_ROUNDOFF if near_roundoff else _PREFERENCE:
+    order = _NEAR_ROUNDOFF if near_roundoff else _PREFERENCE
+    if precision is not None and isinstance(pair, AbstractClosedFormPair):
+        if pair.dual_amplification(*precision) > AMPLIFICATION:
+            order = _IMPRECISE_DUAL
+    for cls in order:
         formulation = cls()
         if formulation.unsupported(problem, pair) is None:
             return formulation
     return ParameterFormulation()
 
 
-def as_formulation(formulation, problem, pair, dtype, rtol=None) -> AbstractFormulation:
+def as_formulation(
+    formulation, problem, pair, dtype, rtol=None, precision=None
+) -> AbstractFormulation:
     """Map a name (or `"auto"`) to its object, once; check that it can run here.
 
     **Arguments:**
@@ -51,11 +67,12 @@ def as_formulation(formulation, problem, pair, dtype, rtol=None) -> AbstractForm
     - `dtype`: the floating dtype of the initial parameters (for `"auto"`).
     - `rtol`: the relative tolerance the flow will run at (for `"auto"`; `None`: the
       default for `dtype`).
+    - `precision`: `(w0, a)` where known (for `"auto"`, see `auto_formulation`).
     """
     if isinstance(formulation, AbstractFormulation):
         chosen = formulation
     elif isinstance(formulation, str) and formulation == "auto":
-        chosen = auto_formulation(problem, pair, dtype, rtol)
+        chosen = auto_formulation(problem, pair, dtype, rtol, precision)
     elif isinstance(formulation, str) and formulation in FORMULATIONS:
         chosen = FORMULATIONS[formulation]()
     else:

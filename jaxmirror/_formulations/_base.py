@@ -18,6 +18,7 @@ import abc
 from typing import Any
 
 import equinox as eqx
+import jax.numpy as jnp
 from jaxtyping import PyTree
 
 from .._custom_types import Params, Point
@@ -55,6 +56,17 @@ class AbstractFormulation(eqx.Module):
     @abc.abstractmethod
     def parameters(self, y: PyTree) -> Params | None:
         """The parameters w that the state stands for, or None where it never forms w."""
+
+    def amplification(self, t, args):
+        r"""How many times more than usual this formulation's state errors are
+        amplified in x at time t (1; the formulations that integrate $\theta$ ask
+        the Legendre function, `AbstractLegendre.dual_amplification`)."""
+        return jnp.ones_like(jnp.asarray(t))
+
+    def alpha(self, t, args):
+        r"""The weight decay $\alpha_t$ (every formulation's `args` carry the
+        schedule)."""
+        return args.schedule(t)
 
     def check(self, problem, pair) -> None:
         """Raise a `ValueError` with the reason if this formulation cannot run."""

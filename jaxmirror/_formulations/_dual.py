@@ -38,5 +38,8 @@ class DualFormulation(AbstractFormulation):
     def point(self, t, theta, problem, args):
         return args.legendre.grad_inverse(theta, args.a(t))
 
+    def amplification(self, t, args):
+        return args.legendre.dual_amplification(args.a(t))
+
     def parameters(self, y):
         return None

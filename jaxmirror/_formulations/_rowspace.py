@@ -50,5 +50,8 @@ class RowSpaceFormulation(AbstractFormulation):
         theta = args.theta0 + mu @ problem.design()
         return args.legendre.grad_inverse(theta, args.a(t))
 
+    def amplification(self, t, args):
+        return args.legendre.dual_amplification(args.a(t))
+
     def parameters(self, y):
         return None

@@ -102,6 +102,13 @@ class AbstractClosedFormPair(AbstractPair):
     def legendre(self, w0: Params) -> AbstractLegendre:
         """The time-varying Legendre function fixed by the initialisation `w0`."""
 
+    def dual_amplification(self, w0, a) -> float:
+        r"""`AbstractLegendre.dual_amplification` of this pair's Legendre function
+        for the initialisation `w0`, at Legendre time `a`, eagerly: where it is
+        large, `formulation="auto"` does not integrate $\theta$. Default 1 (the
+        closed forms without cancellation), without building the function."""
+        return 1.0
+
 
 class AbstractClockOnlyPair(AbstractClosedFormPair):
     r"""A closed-form pair whose Legendre function does not depend on $a$: weight decay

@@ -111,6 +111,11 @@ class PowerDifference(AbstractClosedFormPair, AbstractPenalisedPair):
         u0 = t ** (1.0 / L)
         return (u0, scale**2 / u0)
 
+    def dual_amplification(self, w0, a):
+        if self.regularizer == "matched" or self.depth == 2:
+            return 1.0
+        return float(self.legendre(w0).dual_amplification(a))
+
     def legendre(self, w0):
         u, v = w0
         if self.depth == 2:

@@ -172,7 +172,7 @@ def _outcomes(plan, chunk, pair, solved, sub: Batch, n: int) -> dict:
     problem_c, schedules_c, w0_c = chunk
     xs, status, steps, final = solved
     one_problem, one_final, one_status = on_one_device((problem_c, final, status))
-    converged, distance = convergence(
+    status, converged, distance = convergence(
         plan.formulation,
         *(one_problem, one_final, one_status),
         *(plan.t1, plan.solver_options, sub),

@@ -23,6 +23,7 @@ the results' attributes and the resume fingerprint are derived.
 import dataclasses
 
 import jax
+import numpy as np
 
 from .._arguments import check_count
 from .._batch import Batch, ceil_power_of_two, one_configuration, shapes_of
@@ -46,7 +47,7 @@ from .._memory import (
     sweep_bytes_per_configuration,
     sweep_fixed_bytes,
 )
-from .._pairs import AbstractMatrixPair
+from .._pairs import AbstractClosedFormPair, AbstractMatrixPair
 from .._problems import AbstractLinearProblem
 from .._solve import solver_options, SolverOptions, state_dtype
 from .._tolerances import precision_tolerances
@@ -102,7 +103,9 @@ def make_plan(problem, pair, schedules, w0, t1, batch: Batch, options: SweepOpti
         options.solver, rtol, atol, options.max_steps, None, options.stepsize_controller
     )
     requested_strategy = strategy_class(options.strategy)
-    formulation = _formulation(options, one_problem, pair, dtype, rtol)
+    formulation = _formulation(
+        options, one_problem, pair, dtype, rtol, _precision(pair, schedules, w0, t1)
+    )
     kernel = FlowKernel(
         *(formulation, one_problem, batch.problem, pair, schedules, w0, batch.w0),
         *(solving, requested_strategy is BatchedStrategy),
@@ -130,7 +133,7 @@ def make_plan(problem, pair, schedules, w0, t1, batch: Batch, options: SweepOpti
     )
 
 
-def _formulation(options, problem, pair, dtype, rtol) -> AbstractFormulation:
+def _formulation(options, problem, pair, dtype, rtol, precision) -> AbstractFormulation:
     """The user's formulation; `"auto"` the measured fastest, or with the Pallas
     backend asked for, the flow kernel's row-space formulation where it can run."""
     auto = isinstance(options.formulation, str) and options.formulation == "auto"
@@ -139,7 +142,16 @@ def _formulation(options, problem, pair, dtype, rtol) -> AbstractFormulation:
         rowspace = RowSpaceFormulation()
         if rowspace.unsupported(problem, pair) is None:
             return rowspace
-    return as_formulation(options.formulation, problem, pair, dtype, rtol)
+    return as_formulation(options.formulation, problem, pair, dtype, rtol, precision)
+
+
+def _precision(pair, schedules, w0, t1):
+    """`(w0, a)` for `"auto"`'s precision rule: the initialisation and the most
+    negative Legendre time any configuration reaches by t1 (a closed-form pair only:
+    the others have no dual coordinate to lose precision in)."""
+    if not isinstance(pair, AbstractClosedFormPair):
+        return None
+    return w0, float(np.min(np.asarray(schedules.a(t1))))
 
 
 def _strategy(requested, backend, formulation, pair, solving, threaded):

@@ -22,8 +22,9 @@ _CONVERGENCE_BATCH = 256
 
 @eqx.filter_jit
 def convergence(formulation, problem, final, status, t1, options, batch):
-    """`converged` and `distance_to_limit` per configuration, from the final states
-    (`jm.Solution`'s rule). Mapped in batches of `_CONVERGENCE_BATCH`
+    """`(status, converged, distance_to_limit)` per configuration, from the final
+    states (`jm.Solution`'s rule: a success whose state lost precision becomes
+    `PRECISION_LOST`). Mapped in batches of `_CONVERGENCE_BATCH`
     configurations, so that its per-configuration Jacobians never hold a whole chunk
     in memory at once."""
     y1, args = final
