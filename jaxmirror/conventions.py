@@ -19,10 +19,15 @@ $u_0 v_0 = \text{scale}^2$ (at $x_0 = 0$: $u_0 = v_0 = \text{scale}$).
   $h_D(s) = (1 - s)^{-D/(D-2)} - (1 + s)^{-D/(D-2)}$. This is `PowerDifference(D)` with
   scale $= \alpha$ and no weight decay: its mirror coordinate is
   $\theta = s / (D(D-2)\alpha^{D-2})$.
-- The paper (Jacobs & Burkholz, "Mirror, mirror of the flow") writes the regularizer
-  of $m \odot w$ as $m^2 + w^2$, without our $\tfrac12$: its weight decay
-  $\alpha_{\text{paper}}$ is our $\alpha / 2$ (`to_paper_alpha`, `from_paper_alpha`).
-  The same holds for every pair whose $h$ we write as $\tfrac12|w|^2$.
+- The paper (Jacobs, Zhou & Burkholz, "Mirror, Mirror of the Flow: How Does
+  Regularization Shape Implicit Bias?", ICML 2025, arXiv:2504.12883) writes the
+  regularizer of $m \odot w$ as $m^2 + w^2$, without our $\tfrac12$: its weight
+  decay $\alpha_{\text{paper}}$ is our $\alpha / 2$ (`to_paper_alpha`,
+  `from_paper_alpha`), and so its Legendre time $a^{\text{paper}}_t =
+  -\int_0^t\alpha_{\text{paper}}$ is our $a_t / 2$ (`to_paper_a`, `from_paper_a`):
+  for `Hadamard`, $m_t^2 - w_t^2 = \text{scale}^2 e^{2a_t} = \text{scale}^2
+  e^{4a^{\text{paper}}_t}$. The same holds for every pair whose $h$ we write as
+  $\tfrac12|w|^2$.
 
 Induced penalties $\rho(x) = \min\{h(w) : g(w) = x\}$, the constant-weight-decay
 limit being $\arg\min f + \alpha\rho$ where it is convex: `Hadamard` $|x|_1$,
@@ -57,6 +62,17 @@ def to_paper_alpha(alpha: ArrayLike):
 def from_paper_alpha(alpha_paper: ArrayLike):
     r"""jaxmirror's weight decay for the paper's $\alpha_{\text{paper}}$: twice it."""
     return 2.0 * jnp.asarray(alpha_paper)
+
+
+def to_paper_a(a: ArrayLike):
+    r"""The paper's Legendre time for jaxmirror's $a_t$: $a_t/2$ (it integrates the
+    paper's weight decay, `to_paper_alpha`)."""
+    return jnp.asarray(a) / 2.0
+
+
+def from_paper_a(a_paper: ArrayLike):
+    r"""jaxmirror's Legendre time $a_t$ for the paper's: twice it."""
+    return 2.0 * jnp.asarray(a_paper)
 
 
 def woodworth_potential(beta: ArrayLike, alpha: ArrayLike):

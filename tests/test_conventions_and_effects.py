@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.integrate
 
 import jaxmirror as jm
 
@@ -92,3 +93,42 @@ def test_paper_alpha_is_half_of_ours():
         np.testing.assert_allclose(a, b, rtol=1e-14)
     wrong = jax.grad(ours)(w, alpha_paper)
     assert not np.allclose(wrong[0], jax.grad(paper)(w)[0])
+
+
+def test_paper_a_is_half_of_ours_on_the_flow():
+    """The paper's Legendre time integrates its weight decay (alpha / 2), and the
+    Hadamard flow's m^2 - w^2 decays as scale^2 e^{2 a_t} = scale^2 e^{4 a_paper}:
+    measured on the parameter flow at several times of a switch-off schedule."""
+    rng = np.random.default_rng(1)
+    problem = jm.LeastSquares(
+        jnp.asarray(rng.standard_normal((3, 6))), jnp.asarray(rng.standard_normal(3))
+    )
+    pair, scale = jm.Hadamard(), 0.8
+    w0 = pair.init(jnp.asarray(0.2 * rng.standard_normal(6)), scale)
+    schedule = jm.SwitchOff(0.3, 2.0)
+    ts = jnp.array([0.5, 1.5, 3.0])
+    sol = jm.solve(
+        problem,
+        pair,
+        schedule,
+        w0,
+        3.0,
+        saveat=ts,
+        formulation="parameter",
+        rtol=1e-11,
+        atol=1e-13,
+    )
+    m, w = sol.ws
+    for i, t in enumerate(np.asarray(ts)):
+        integral = scipy.integrate.quad(
+            lambda s: float(jm.conventions.to_paper_alpha(schedule(s))),
+            0.0,
+            t,
+            points=[2.0],
+        )[0]
+        a_paper = jm.conventions.to_paper_a(schedule.a(t))
+        np.testing.assert_allclose(a_paper, -integral, rtol=1e-10)
+        np.testing.assert_allclose(
+            m[i] ** 2 - w[i] ** 2, scale**2 * np.exp(4.0 * a_paper), rtol=1e-8
+        )
+        np.testing.assert_allclose(jm.conventions.from_paper_a(a_paper), schedule.a(t))

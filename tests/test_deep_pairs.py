@@ -13,8 +13,8 @@ import jaxmirror as jm
 
 N, D = 6, 3
 PAIRS = {
-    "power3-matched": jm.PowerDifference(3),
-    "power4-matched": jm.PowerDifference(4),
+    "power3-matched": jm.PowerDifference(3, "matched"),
+    "power4-matched": jm.PowerDifference(4, "matched"),
     "power3-l2": jm.PowerDifference(3, "l2"),
     "power4-l2": jm.PowerDifference(4, regularizer="l2"),
     "log": jm.LogDifference(),
@@ -58,7 +58,7 @@ def test_every_formulation_follows_the_parameter_flow(name):
     ids=["switch-off", "decaying"],
 )
 def test_matched_implicit_bias_is_the_flow_endpoint(depth, schedule):
-    pair = jm.PowerDifference(depth)
+    pair = jm.PowerDifference(depth, "matched")
     problem, x0 = _instance(1)
     w0 = pair.init(x0, 0.6)
     solution = jm.solve(problem, pair, schedule, w0, 400.0, rtol=1e-10, atol=1e-12)
@@ -125,7 +125,7 @@ def test_depth_two_matched_is_diff_squares():
 def test_matched_constant_weight_decay_tends_to_the_scaled_lasso():
     """Constant alpha: the flow's limit minimises f + (alpha / L)|x|_1 (checked by the
     lasso's optimality conditions, independent of jaxmirror's prox solver)."""
-    pair, alpha = jm.PowerDifference(3), 0.5
+    pair, alpha = jm.PowerDifference(3, "matched"), 0.5
     problem, _ = _instance(3)
     w0 = pair.init(jnp.zeros(N), 0.5)
     predicted = jm.implicit_bias(problem, pair, jm.Constant(alpha), w0)
@@ -227,12 +227,55 @@ def test_brackets_vanish_or_are_proportional():
     assert float(generic.max_gh) == 0.0
 
 
+def test_default_regularizer_is_weight_decay():
+    pair = jm.PowerDifference(3)
+    assert pair.regularizer == "l2"
+    w = (jnp.array([0.3, 1.2]), jnp.array([0.7, 0.1]))
+    np.testing.assert_allclose(pair.h(w), 0.5 * (0.09 + 1.44 + 0.49 + 0.01))
+
+
 def test_l2_power_pair_refuses_constant_weight_decay_with_the_reason():
     problem, x0 = _instance()
     pair = jm.PowerDifference(3, "l2")
     w0 = pair.init(x0, 0.5)
-    with pytest.raises(ValueError, match="non-convex induced penalty"):
+    with pytest.raises(ValueError, match="non-convex induced penalty") as caught:
         jm.implicit_bias(problem, pair, jm.Constant(0.1), w0)
+    assert "local minimum" in str(caught.value) and "Simulate" in str(caught.value)
+
+
+@pytest.mark.parametrize("depth", [3, 4])
+def test_l2_constant_weight_decay_ends_at_nonzero_sparse_local_minima(depth):
+    """Why the refusal: under constant weight decay the plain deep pair's flow ends
+    neither at 0 nor at a convex program's answer but at a nonzero, sparse strict
+    local minimum of f + alpha |x|^{2/L}/2 on the true support (stationary there, a
+    positive definite Hessian on the support), which depends on the path."""
+    problem, truth = jm.datasets.sparse_regression(n=20, d=10, sparsity=2, seed=3)
+    pair = jm.PowerDifference(depth)
+    w0 = pair.init(jnp.zeros(20), 0.5)
+    Z = np.asarray(problem.design())
+    for alpha in (0.01, 0.1):
+        sol = jm.solve(
+            problem,
+            pair,
+            jm.Constant(alpha),
+            w0,
+            3000.0,
+            formulation="parameter",
+            rtol=1e-10,
+            atol=1e-12,
+        )
+        assert int(sol.status) == jm.Status.SUCCESS and bool(sol.converged)
+        x = np.asarray(sol.x_final)
+        support = np.abs(x) > 1e-6
+        assert support.any(), alpha  # not the minimum at 0
+        assert set(np.flatnonzero(support)) <= set(np.flatnonzero(np.asarray(truth)))
+        xs = x[support]
+        slope = np.sign(xs) * np.abs(xs) ** (2.0 / depth - 1.0) / depth
+        gradient = np.asarray(problem.grad(jnp.asarray(x)))[support]
+        np.testing.assert_allclose(gradient + alpha * slope, 0.0, atol=1e-7)
+        curvature = (2.0 / depth - 1.0) / depth * np.abs(xs) ** (2.0 / depth - 2.0)
+        hessian = Z[:, support].T @ Z[:, support] + alpha * np.diag(curvature)
+        assert np.linalg.eigvalsh(hessian).min() > 0, alpha
 
 
 @pytest.mark.parametrize(
@@ -264,7 +307,7 @@ def test_non_positive_log_parameters_are_refused_before_any_solve():
 
 def test_prox_of_the_matched_penalty_is_the_scaled_soft_threshold():
     """prox of tau |x|_1 / L, against its definition minimised by brute force."""
-    pair = jm.PowerDifference(3)
+    pair = jm.PowerDifference(3, "matched")
     z, step = jnp.array([-1.0, -0.1, 0.05, 0.7]), 0.6
     grid = jnp.linspace(-2.0, 2.0, 400_001)
     objective = (

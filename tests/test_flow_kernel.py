@@ -78,7 +78,9 @@ def test_kernel_flow_equals_the_xla_path(pair, schedule):
 
 
 @pytest.mark.parametrize(
-    "pair", [jm.PowerDifference(3), jm.LogDifference()], ids=["power3", "logdiff"]
+    "pair",
+    [jm.PowerDifference(3, "matched"), jm.LogDifference()],
+    ids=["power3", "logdiff"],
 )
 def test_kernel_runs_the_other_closed_form_pairs(pair):
     problem, w0 = _instance(pair, jnp.float64)

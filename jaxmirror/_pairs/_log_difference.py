@@ -23,6 +23,10 @@ class LogDifference(AbstractClockOnlyPair):
       range and $\dot\theta = -e^{-2a_t}\nabla f(x_t)$: the fixed `LogisticEntropy`
       with time running faster by $e^{-2a_t}$.
 
+    This reading is this project's derivation ("weight decay changes only the clock;
+    the range of $u^2/2$ shrinks as $e^{2a}$"), not a reproduction of the paper's
+    range-shrinking example, whose own definition was not available to check.
+
     So weight decay changes neither the geometry nor, where the flow interpolates, the
     limit (the Bregman projection of $x_0$ in that entropy): it shrinks the range of
     $\vartheta$ and speeds the flow up. `implicit_bias` returns the same limit for every

@@ -20,6 +20,18 @@ class PowerDifference(AbstractClosedFormPair, AbstractPenalisedPair):
 
     Parameters are the tuple `(u, v)`, positive for the closed forms.
 
+    - `regularizer="l2"` (default): $h = \tfrac12(|u|^2 + |v|^2)$, weight decay as for
+      every other pair (what `optax.add_decayed_weights` applies). The
+      brackets do not vanish but are proportional, $[\nabla g_i, \nabla h] =
+      (2-L)\nabla g_i$, and the flow is still a mirror flow in closed form, with a
+      clock: $\tilde u = u e^{-a}$ follows the unregularized flow in the time
+      $\int e^{(L-2)a_t}dt$, so $x_t = e^{La_t}F(\theta_t)$ and
+      $\dot\theta = -e^{(L-2)a_t}\nabla f(x_t)$. Its induced penalty
+      $\tfrac12|x|^{2/L}$ is not convex: under constant weight decay the flow ends
+      at a local minimum of $f + \alpha\rho$ that depends on its path (nonzero and
+      sparse on the true support in the runs measured, `tests/test_deep_pairs.py`),
+      so `implicit_bias` predicts only schedules that switch off; simulate the
+      others with `jm.solve`.
     - `regularizer="matched"`: $h = \tfrac1L\sum_i |u_i|^L + |v_i|^L$. The Lie brackets
       $[\nabla g_i, \nabla h]$ vanish, and $x_t$ is the mirror flow
       $\frac{d}{dt}\nabla R_{a_t}(x_t) = -\nabla f(x_t)$ of the `PowerEntropy` with
@@ -27,14 +39,6 @@ class PowerDifference(AbstractClosedFormPair, AbstractPenalisedPair):
       $v^{2-L} = v_0^{2-L} + (L-2)(L\theta - a)$. **Induced penalty**
       $\rho(x) = |x|_1 / L$ (put all the mass on one factor), so constant weight decay
       $\alpha$ leads to $\min_x f(x) + \tfrac{\alpha}{L}|x|_1$.
-    - `regularizer="l2"`: $h = \tfrac12(|u|^2 + |v|^2)$, the usual weight decay. The
-      brackets do not vanish but are proportional, $[\nabla g_i, \nabla h] =
-      (2-L)\nabla g_i$, and the flow is still a mirror flow in closed form, with a
-      clock: $\tilde u = u e^{-a}$ follows the unregularized flow in the time
-      $\int e^{(L-2)a_t}dt$, so $x_t = e^{La_t}F(\theta_t)$ and
-      $\dot\theta = -e^{(L-2)a_t}\nabla f(x_t)$. Its induced penalty
-      $\tfrac12|x|^{2/L}$ is not convex and constant weight decay makes $x = 0$
-      attracting, so `implicit_bias` predicts only schedules that switch off.
 
     At $L = 2$ both regularizers are $\tfrac12|w|^2$ and the pair is `DiffSquares`
     (same Legendre function). At $\alpha = 0$ the limit from $u_0 = v_0 = s$ minimises
@@ -49,13 +53,13 @@ class PowerDifference(AbstractClosedFormPair, AbstractPenalisedPair):
     **Arguments:**
 
     - `depth`: $L$, an int >= 2.
-    - `regularizer`: `"matched"` (default) or `"l2"`.
+    - `regularizer`: `"l2"` (default, weight decay) or `"matched"`.
     """
 
     depth: int = eqx.field(static=True)
     regularizer: Literal["matched", "l2"] = eqx.field(static=True)
 
-    def __init__(self, depth, regularizer="matched"):
+    def __init__(self, depth, regularizer="l2"):
         # Checked here, not by annotations, so that a wrong value gets our message.
         if (
             isinstance(depth, bool)
@@ -139,9 +143,10 @@ class PowerDifference(AbstractClosedFormPair, AbstractPenalisedPair):
         if self.regularizer == "l2" and self.depth > 2:
             return (
                 f"`pair`: PowerDifference({self.depth}, 'l2') has the non-convex induced "
-                f"penalty |x|^(2/{self.depth})/2, and under constant weight decay x = 0 "
-                "attracts the flow: only schedules that switch off have a predicted "
-                "limit. Use regularizer='matched' or simulate."
+                f"penalty |x|^(2/{self.depth})/2: under constant weight decay the flow "
+                "ends at a local minimum of f + alpha * penalty that depends on its "
+                "path, which no convex program predicts. Simulate it (jm.solve), use "
+                "a schedule that switches off, or regularizer='matched'."
             )
         return None
 

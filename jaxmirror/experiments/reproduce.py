@@ -9,6 +9,7 @@ from ._common import check_scale, log, output_dir
 
 EXPERIMENTS = {
     "sparse": ("jaxmirror.experiments.sparse", {}),
+    "generalization": ("jaxmirror.experiments.generalization", {}),
     "matrix": ("jaxmirror.experiments.matrix", {}),
     "attention": ("jaxmirror.experiments.models", {"names": ("attention",)}),
     "lora": ("jaxmirror.experiments.models", {"names": ("lora",)}),
