@@ -20,7 +20,7 @@ both, and the coefficient $c_i$. Which pairs satisfy which (measured in the test
 
 With vanishing $[V_i, V_j]$ and a constant $c$, the flow of $h$ maps the level sets of
 g onto each other, so $x_t$ is a mirror flow whose Legendre function varies with $a_t$
-and whose clock is $e^{-c a_t}$ (THEORY.md section 5).
+and whose clock is $e^{-c a_t}$ (docs/theory.md, section 5).
 """
 
 import equinox as eqx

@@ -17,7 +17,7 @@ Each pair declares its own as `remainder_and_gain` (the `AbstractMirrorDescentPa
 capability); a pair without it is refused, never given another pair's formulas.
 
 (Hadamard: $c' = c[(1-\eta\lambda)^2 - \eta^2 g^2]$ and
-$\theta' = \theta - \operatorname{artanh}(\eta g/(1-\eta\lambda))$, THEORY.md section 8; at
+$\theta' = \theta - \operatorname{artanh}(\eta g/(1-\eta\lambda))$, docs/theory.md, section 8; at
 $\lambda = 0$ the gain is Even et al.'s (2023).) The linear part $\beta$ stays in
 $\operatorname{range}(Z^\top)$, so if the iterates interpolate, the limit is
 $$x_\infty = \arg\min_x R_{a_\infty}(x) - \langle\theta_0 - \textstyle\sum_k\rho_k, x\rangle

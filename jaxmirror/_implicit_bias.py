@@ -1,4 +1,4 @@
-r"""Where the flow ends, predicted without integrating it (THEORY.md section 4).
+r"""Where the flow ends, predicted without integrating it (docs/theory.md, section 4).
 
 **Switch-off regime** ($a_\infty = -\int_0^\infty \alpha_s ds$ finite, least squares that
 can interpolate): $\nabla R_{a_t}(x_t) - \nabla R_0(x_0) = -\int_0^t \nabla f\,ds$ stays in

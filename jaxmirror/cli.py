@@ -209,7 +209,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sweep = sub.add_parser("sweep", help="run a sweep from a YAML configuration")
     sweep.add_argument(
-        "config", help="the YAML configuration (see jaxmirror/_config.py)"
+        "config", help="the YAML configuration (keys: docs/configuration.md)"
     )
     sweep.add_argument(
         "--out", required=True, help="the results directory (a Zarr store)"

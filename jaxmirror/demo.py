@@ -1,4 +1,4 @@
-"""The sparse-recovery demo (THEORY.md section 5): weight decay that switches off.
+"""The sparse-recovery demo (docs/theory.md, section 5): weight decay that switches off.
 
 Hadamard pair x = m * w with m0 = 1, w0 = 0 on a 5-sparse regression instance
 (n = 100 unknowns, d = 40 measurements). Three schedules: no weight decay, constant

@@ -230,3 +230,22 @@ def test_a_pairs_parameters_are_checked_by_the_pair():
 def test_the_example_configurations_build(path):
     spec = _config.build(_config.load(path), base=path.parent)
     assert spec.schedules.alpha.size >= 1 and spec.t1 > 0
+
+
+def test_the_reference_page_is_generated_from_the_library():
+    """docs/configuration.md is what `python -m jaxmirror._config_reference` prints
+    (regenerate it after changing a pair, schedule or key), and names every pair,
+    schedule and problem kind the configuration accepts."""
+    from jaxmirror import _config_reference, cli
+
+    page = pathlib.Path(__file__).parents[1] / "docs" / "configuration.md"
+    text = page.read_text()
+    assert text == _config_reference.reference(), (
+        "docs/configuration.md is stale: python -m jaxmirror._config_reference > "
+        "docs/configuration.md"
+    )
+    for name in [*_config.PAIRS, *_config.SCHEDULES, *jm.datasets.GENERATORS]:
+        assert f"`{name}`" in text, name
+    sweep_help = cli._parser()._subparsers._group_actions[0].choices["sweep"]
+    assert "docs/configuration.md" in sweep_help.format_help()
+    assert "_config.py" not in sweep_help.format_help()

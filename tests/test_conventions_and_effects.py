@@ -41,7 +41,7 @@ def test_pesme_converter(alpha):
 
 
 def test_positional_bias_centre_hadamard():
-    """x_hat = x0 u_a / u_0 = x0 e^{2a} for the Hadamard pair (THEORY.md section 5)."""
+    """x_hat = x0 u_a / u_0 = x0 e^{2a} for the Hadamard pair (docs/theory.md, section 5)."""
     pair = jm.Hadamard()
     x0 = jnp.array([0.3, -1.2, 2.0])
     leg = pair.legendre(pair.init(x0, scale=0.8))

@@ -159,3 +159,20 @@ def test_strategies_and_backends_are_objects_not_strings():
 @pytest.mark.parametrize("package", ["_sweep", "_kernels"])
 def test_the_wings_are_packages(package):
     assert (PACKAGE / package / "__init__.py").is_file()
+
+
+def test_every_cited_document_is_in_the_repository():
+    """Docstrings, help texts and the README cite pages under docs/ that exist, and
+    never a file outside the repository (the design notes beside it)."""
+    import re
+
+    root = pathlib.Path(__file__).parents[1]
+    sources = [*root.joinpath("jaxmirror").rglob("*.py"), root / "README.md"]
+    cited = set()
+    for path in sources:
+        text = path.read_text()
+        assert "THEORY.md" not in text and "../shared" not in text, path
+        cited |= set(re.findall(r"docs/[\w./-]+\.md", text))
+    assert "docs/theory.md" in cited and "docs/configuration.md" in cited
+    for page in cited:
+        assert (root / page).exists(), page

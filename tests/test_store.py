@@ -272,7 +272,8 @@ def _visible_is_complete(out: pathlib.Path, reference) -> int:
 
 
 def test_sigkill_at_twenty_random_moments_loses_and_recomputes_nothing(tmp_path):
-    """A CLI sweep killed with SIGKILL at 20 random moments, each followed by --resume:
+    """A CLI sweep killed with SIGKILL at 20 random moments, each followed by --resume
+    (every other one through a symlink to the store):
     the final store equals an uninterrupted run's exactly, no finished chunk is
     recomputed (its files are never rewritten), and at no moment does a reader see a
     partly written configuration. Three kills fall anywhere in start-up (the store
@@ -289,8 +290,12 @@ def test_sigkill_at_twenty_random_moments_loses_and_recomputes_nothing(tmp_path)
     out = tmp_path / "killed"
     rng = np.random.default_rng(0)
     committed, progress = {}, []
+    link = tmp_path / "link"  # every other resume names the store through a symlink
     for attempt in range(20):
-        process = _start(config, out, resume=attempt > 0)
+        if not link.is_symlink() and out.exists():
+            link.symlink_to(out, target_is_directory=True)
+        through_link = attempt % 2 and link.is_symlink()
+        process = _start(config, link if through_link else out, resume=attempt > 0)
         if attempt < 3:
             time.sleep(rng.uniform(0.5, 6.0))
         else:  # from the moment the sweep reports its first chunk

@@ -10,7 +10,7 @@ from ._legendre_args import closed_form_reason, legendre_args
 
 
 class MirrorFormulation(AbstractFormulation):
-    r"""The time-varying mirror flow written in $x$ (THEORY.md section 2):
+    r"""The time-varying mirror flow written in $x$ (docs/theory.md, section 2):
     $$\dot x = -\big[\nabla^2 R_{a_t}(x)\big]^{-1}\big(\kappa(a_t)\nabla f(x)
         - \alpha_t\,\partial_a \nabla R_a(x)\big|_{a = a_t}\big),$$
     with the Legendre function's clock $\kappa$ (1 for most pairs).

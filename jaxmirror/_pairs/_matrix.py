@@ -7,7 +7,7 @@ them; `pair.matrix(x)` reshapes.
 These pairs do not commute in general (check with `jm.lie_brackets`), so they have no
 closed-form Legendre function; but with commuting measurements and an aligned
 initialisation the dynamics reduce exactly to a diagonal pair on the singular values
-(THEORY.md section 6), which `commuting_reduction` exposes and `jm.implicit_bias` uses.
+(docs/theory.md, section 6), which `commuting_reduction` exposes and `jm.implicit_bias` uses.
 """
 
 import dataclasses
