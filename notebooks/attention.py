@@ -29,7 +29,7 @@ jax.config.update("jax_enable_x64", True)
 from IPython.display import display, Image, Markdown
 
 import jaxmirror as jm
-from jaxmirror.experiments._common import default_scale
+from jaxmirror.experiments import default_scale
 from jaxmirror.experiments.reproduce import reproduce
 
 

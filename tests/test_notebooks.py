@@ -107,3 +107,18 @@ def test_sample_complexity_pads_problems_without_changing_their_limits(schedule)
     for problem, x in zip(problems, batched):
         expected = jm.implicit_bias(problem, pair, schedule, w0)
         np.testing.assert_allclose(x, expected, rtol=0, atol=1e-10)
+
+
+def test_notebooks_import_no_private_module():
+    """A notebook is something to adapt: it uses the public API only."""
+    import re
+
+    for path in NOTEBOOKS:
+        for source in _code_cells(path):
+            private = re.findall(r"(?:from|import)\s+(jaxmirror[\w.]*\._\w+)", source)
+            assert not private, (path.name, private)
+
+
+def _code_cells(path):
+    notebook = nbformat.read(path, as_version=4)
+    return [cell.source for cell in notebook.cells if cell.cell_type == "code"]
