@@ -114,8 +114,8 @@ def is_converged(step, x, rtol, atol) -> Bool[Array, ""]:
     return jnp.isfinite(size) & (size <= bound)
 
 
-def precise(formulation, t, y, problem, args, options, at_rest) -> Bool[Array, ""]:
-    r"""Whether the state `y` holds x to the requested accuracy.
+def precise(formulation, t, y, x, problem, args, options, at_rest) -> Bool[Array, ""]:
+    r"""Whether the state `y` holds its point `x` to the requested accuracy.
 
     The solver keeps the state's error within $\text{atol} + \text{rtol}|y_j|$ per
     coordinate; through the readout $x(y)$ that becomes, to first order,
@@ -130,7 +130,6 @@ def precise(formulation, t, y, problem, args, options, at_rest) -> Bool[Array, "
     flat, unravel = ravel_pytree(y)
     point = lambda s_: formulation.point(t, unravel(s_), problem, args)
     jacobian = jax.jacfwd(point)(flat)
-    x = point(flat)
     state_error = options.atol + options.rtol * jnp.abs(flat)
     induced = jnp.abs(jacobian) @ state_error.astype(jacobian.dtype)
     allowed = AMPLIFICATION * (options.atol + options.rtol * jnp.abs(x))

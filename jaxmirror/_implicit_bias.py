@@ -253,12 +253,12 @@ def constrained_limit(legendre, theta0, a_inf, problem, tol, max_iter, x_guess=N
     return x, jax.lax.stop_gradient(status).astype(jnp.int32)
 
 
-def _primal_newton(legendre, theta0, a, Z, y, tol, max_iter, x_start):
+def _primal_newton(legendre, theta0, a, Z, y, basis, tol, max_iter, x_start):
     r"""Minimise $\Phi(x) = R_a(x) - \langle\theta_0, x\rangle$ on $Zx = y$ by
     Newton's method in the null space of Z, from a feasible `x_start`, following
     the path $a_j = (j/J)\,a$ from $a = 0$; return x and a status.
 
-    With $x = x_{\rm start} + Nw$ ($N$ an orthonormal null-space basis) each step
+    With $x = x_{\rm start} + Nw$ ($N$ = `basis`, orthonormal, of Z's null space) each step
     solves $(N^\top H N)\Delta w = -N^\top g$, $H = \nabla^2 R_a(x)$ and $g = \nabla
     R_a(x) - \theta_0$, both formed from x without cancellation. Where a coordinate
     carries the answer its $H$ is tiny (1e-17 at $a = -20$, L = 4) and its
@@ -272,10 +272,8 @@ def _primal_newton(legendre, theta0, a, Z, y, tol, max_iter, x_start):
     $e^{(L-2)a}$, which a single stage from the pseudo-inverse reaches only in many
     damped steps.
     """
-    n, d = Z.shape[1], Z.shape[0]
     size = 1.0 + jnp.max(jnp.abs(x_start))
-    basis = jnp.linalg.svd(Z, full_matrices=True)[2][d:].T  # n x (n - d)
-    a = jnp.broadcast_to(jnp.asarray(a, x_start.dtype), (n,))
+    a = jnp.broadcast_to(jnp.asarray(a, x_start.dtype), x_start.shape)
     stages = jnp.maximum(jnp.ceil(2.0 * jnp.max(jnp.abs(a))), 1.0)
 
     def newton_step(x, a_j):
@@ -316,19 +314,13 @@ def _primal_newton(legendre, theta0, a, Z, y, tol, max_iter, x_start):
         return jax.lax.while_loop(cond, body, (x, jnp.array(0), inf))
 
     def outer(state):
-        x, j, _, _ = state
-        x, it, change = stage(x, j + 1.0)
-        return x, j + 1.0, it, change
+        x, j, _ = state
+        x, _, change = stage(x, j + 1.0)
+        return x, j + 1.0, change
 
-    x, _, it, change = jax.lax.while_loop(
-        lambda s: (s[1] < stages) & jnp.isfinite(s[3]),
-        outer,
-        (
-            x_start,
-            jnp.zeros((), x_start.dtype),
-            jnp.array(0),
-            jnp.zeros((), x_start.dtype),
-        ),
+    zero = jnp.zeros((), x_start.dtype)
+    x, _, change = jax.lax.while_loop(
+        lambda s: (s[1] < stages) & jnp.isfinite(s[2]), outer, (x_start, zero, zero)
     )
     residual = jnp.max(jnp.abs(Z @ x - y)) / (1.0 + jnp.max(jnp.abs(y)))
     status = jnp.where(
@@ -362,7 +354,7 @@ def _primal_limit(legendre, theta0, a, Z, y, tol, max_iter, x_guess=None):
 
     def solve(_, guess):
         x, status = _primal_newton(
-            *jax.lax.stop_gradient((legendre, theta0, a, Z, y)),
+            *jax.lax.stop_gradient((legendre, theta0, a, Z, y, basis)),
             tol,
             max_iter,
             jax.lax.stop_gradient(guess),

@@ -461,7 +461,7 @@ def final_convergence(formulation, problem, t, y, args, status, options):
     step = distance_to_limit(formulation, t, y, problem, args)
     x = formulation.point(t, y, problem, args)
     converged = is_converged(step, x, options.rtol, options.atol)
-    held = precise(formulation, t, y, problem, args, options, at_rest=converged)
+    held = precise(formulation, t, y, x, problem, args, options, at_rest=converged)
     status = with_precision(status, held)
     return status, converged & (status == Status.SUCCESS), jnp.max(jnp.abs(step))
 

@@ -44,8 +44,8 @@ class Status(_StatusEnum):
     - `SOLVER_FAILURE` (3): the ODE solver failed for another reason.
     - `PRECISION_LOST` (4): reached the final time, but the formulation's state there
       no longer holds x to the requested accuracy (its error, within the
-      tolerances, is amplified more than `jaxmirror._convergence.AMPLIFICATION`
-      times in x): run another formulation (`"parameter"` or `"mirror"`).
+      tolerances, is amplified more than 1e3 times in x): run another formulation
+      (`"parameter"` or `"mirror"`).
     """
 
     SUCCESS = 0, "reached t1 with finite values"

@@ -313,23 +313,19 @@ DEEP_REGULARIZERS = ("l2", "matched")
 """Weight decay (the default, what an Optax user applies) and the matched h."""
 
 
-def _deep_pair(key):
-    """The pair of a row key, `"L = 3, l2"` (or `"L = 2"`)."""
-    depth, _, regularizer = key.removeprefix("L = ").partition(", ")
-    return jm.PowerDifference(int(depth), regularizer or "l2")
-
-
 def run_deep(scale: str = "small"):
     cfg = DEEP_SIZES[scale]
     a_values = np.asarray(cfg["a_values"])
     # L = 2 is DiffSquares under either regularizer: one row.
-    keys = [
-        f"L = {L}" + ("" if L == 2 else f", {regularizer}")
+    pairs = {
+        f"L = {L}" + ("" if L == 2 else f", {regularizer}"): jm.PowerDifference(
+            L, regularizer
+        )
         for L in cfg["depths"]
         for regularizer in (("l2",) if L == 2 else DEEP_REGULARIZERS)
-    ]
-    errors = {key: np.zeros((cfg["seeds"], len(a_values))) for key in keys}
-    l1_ratio = {key: np.zeros((cfg["seeds"], len(a_values))) for key in keys}
+    }
+    errors = {key: np.zeros((cfg["seeds"], len(a_values))) for key in pairs}
+    l1_ratio = {key: np.zeros((cfg["seeds"], len(a_values))) for key in pairs}
     references = {"minimum L2": [], "minimum L1": []}
     for i, seed in enumerate(range(REPORTED_SEEDS, REPORTED_SEEDS + cfg["seeds"])):
         problem, truth = jm.datasets.sparse_regression(
@@ -340,8 +336,7 @@ def run_deep(scale: str = "small"):
         l1 = _basis_pursuit(Z, y)
         references["minimum L2"].append(np.linalg.norm(l2 - truth))
         references["minimum L1"].append(np.linalg.norm(l1 - truth))
-        for key in keys:
-            pair = _deep_pair(key)
+        for key, pair in pairs.items():
             w0 = pair.init(jnp.zeros(cfg["n"]), DEEP_SCALE)
             for j, a in enumerate(a_values):
                 schedule = jm.SwitchOff(0.1 if a < 0 else 0.0, max(-a / 0.1, 1.0))
@@ -354,8 +349,7 @@ def run_deep(scale: str = "small"):
         n=cfg["n"], d=cfg["d"], seed=REPORTED_SEEDS
     )
     flow_gaps = {}
-    for key in keys:
-        pair = _deep_pair(key)
+    for key, pair in pairs.items():
         w0 = pair.init(jnp.zeros(cfg["n"]), DEEP_SCALE)
         schedule = jm.SwitchOff(0.1, 10.0)
         flow = jm.solve(problem, pair, schedule, w0, 2000.0, rtol=1e-10, atol=1e-12)
