@@ -46,6 +46,8 @@ from ._pairs import (
     AbstractMirrorDescentPair as AbstractMirrorDescentPair,
     AbstractPair as AbstractPair,
     AbstractPenalisedPair as AbstractPenalisedPair,
+    AbstractSeparablePair as AbstractSeparablePair,
+    BracketReport as BracketReport,
     CommutingReduction as CommutingReduction,
     DiffSquares as DiffSquares,
     Hadamard as Hadamard,

@@ -26,6 +26,9 @@ from jaxtyping import Array, Float, Int
 from ._arguments import check_bias_options, check_inputs
 from ._checking import float_dtype, is_concrete
 from ._formulations._legendre_args import legendre_args
+from ._flow_legendre import FlowLegendre
+from ._flow_limit import flow_constrained_limit
+from ._linear import ridged_solve
 from ._pairs import (
     AbstractClockOnlyPair,
     AbstractClosedFormPair,
@@ -105,6 +108,8 @@ def prediction_regime(problem, pair, schedule) -> bool | None:
     elif is_concrete(a_inf):
         finite = np.isfinite(np.asarray(a_inf))
         regime = True if finite.all() else (False if not finite.any() else None)
+    elif schedule.always_switches_off:
+        regime = True  # traced (under jax.grad), but finite for every valid value
     if isinstance(pair, AbstractMatrixPair) and regime is None:
         raise ValueError(
             "`schedule`: matrix pairs need concrete schedule parameters of one kind "
@@ -125,16 +130,6 @@ def prediction_regime(problem, pair, schedule) -> bool | None:
 def default_tol() -> float:
     """max(1e-12, 100 eps) of the default floating dtype."""
     return max(1e-12, 100 * float(jnp.finfo(float_dtype()).eps))
-
-
-def _ridged_solve(matrix, rhs):
-    """Solve with a positive semidefinite `matrix` plus a relative ridge of 1e-13: it
-    keeps the solution finite when the matrix is numerically singular (tiny scales:
-    most coordinates have dx/dtheta ~ 1e-60) and changes a well-conditioned solve
-    only at rounding level."""
-    ridge = 1e-13 * jnp.trace(matrix) / matrix.shape[0]
-    eye = jnp.eye(matrix.shape[0], dtype=matrix.dtype)
-    return jnp.linalg.solve(matrix + ridge * eye, rhs)
 
 
 def _newton_dual(legendre, theta0, a_inf, Z, y, tol, max_iter, lam_guess):
@@ -166,7 +161,7 @@ def _newton_dual(legendre, theta0, a_inf, Z, y, tol, max_iter, lam_guess):
         )
         ascent = y - Z @ x  # the gradient of D
         hess = (Z * dx_dtheta[None, :]) @ Z.T  # minus the Hessian of D
-        step = _ridged_solve(hess, ascent)
+        step = ridged_solve(hess, ascent)
         d0 = dual(lam)
         slope = jnp.dot(ascent, step)
         # Slack for rounding: near the optimum D changes by less than its last digits.
@@ -204,7 +199,7 @@ def _newton_dual(legendre, theta0, a_inf, Z, y, tol, max_iter, lam_guess):
 def _multiplier_guess(legendre, theta0, a, Z, x_guess):
     r"""The $\lambda$ whose $\theta_0 + Z^\top\lambda$ is closest to $\nabla R_a$ at
     `x_guess`: the normal equations $ZZ^\top\lambda = Z(\nabla R_a(x) - \theta_0)$."""
-    return _ridged_solve(Z @ Z.T, Z @ (legendre.grad(x_guess, a) - theta0))
+    return ridged_solve(Z @ Z.T, Z @ (legendre.grad(x_guess, a) - theta0))
 
 
 def constrained_limit(legendre, theta0, a_inf, problem, tol, max_iter, x_guess=None):
@@ -217,6 +212,8 @@ def constrained_limit(legendre, theta0, a_inf, problem, tol, max_iter, x_guess=N
     20 from 0, up to 8 and mostly 1 to 5 from where its flows ended at T = 200).
     """
     Z, y = problem.design(), problem.y
+    if isinstance(legendre, FlowLegendre):
+        return flow_constrained_limit(legendre, theta0, a_inf, Z, y, tol, max_iter)
     if legendre.cancels_in_theta:
         return _primal_limit(legendre, theta0, a_inf, Z, y, tol, max_iter, x_guess)
     if x_guess is None:
@@ -281,7 +278,7 @@ def _primal_newton(legendre, theta0, a, Z, y, basis, tol, max_iter, x_start):
         h = legendre.hessian_diag(x, a_j)
         K = (basis.T * h[None, :]) @ basis
         scale = 1.0 / jnp.sqrt(jnp.diag(K))  # Jacobi scaling: h spans 1e50 and more
-        z = _ridged_solve(K * scale[:, None] * scale[None, :], scale * (basis.T @ g))
+        z = ridged_solve(K * scale[:, None] * scale[None, :], scale * (basis.T @ g))
         step = -basis @ (scale * z)
         start = jnp.dot(g, step)  # <= 0: a descent direction
 
@@ -518,10 +515,19 @@ def _implicit_bias(
     def interpolating():
         iters = 200 if max_iter is None else max_iter
         a_inf = schedule.a_inf()
-        a = jnp.where(jnp.isfinite(a_inf), a_inf, 0.0)
-        return constrained_limit(
-            args.legendre, args.theta0, a, problem, tol, iters, x_guess
+        finite = jnp.isfinite(a_inf)
+        x, status = constrained_limit(
+            args.legendre,
+            args.theta0,
+            jnp.where(finite, a_inf, 0.0),
+            problem,
+            tol,
+            iters,
+            x_guess,
         )
+        # A clock-only pair's limit does not depend on a; any other needs it finite.
+        valid = finite | isinstance(pair, AbstractClockOnlyPair) | (regime is not True)
+        return x, jnp.where(valid, status, BiasStatus.NONFINITE).astype(status.dtype)
 
     def penalised():
         iters = 200_000 if max_iter is None else max_iter

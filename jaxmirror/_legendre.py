@@ -337,9 +337,20 @@ class PowerEntropy(AbstractLegendre):
             dx_da = magnitude * k * c * (P ** (-k - 1.0) - Q ** (-k - 1.0))
         else:  # x = e^{La} F(theta)
             dx_da = self.depth * x
-        a = jnp.broadcast_to(jnp.asarray(a, theta.dtype), theta.shape)
-        tangent = (x - jax.lax.stop_gradient(x)) - jax.lax.stop_gradient(dx_da) * (
-            a - jax.lax.stop_gradient(a)
+        # ... and in the initialisation: dx/dp0 = -k e^{ma} P^{-k-1}, dx/dq0 =
+        # k e^{ma} Q^{-k-1} (found missing by the automatic map's derivative).
+        dx_dp0 = -magnitude * k * P ** (-k - 1.0)
+        dx_dq0 = magnitude * k * Q ** (-k - 1.0)
+
+        def moved(value, slope):
+            value = jnp.broadcast_to(jnp.asarray(value, theta.dtype), theta.shape)
+            return jax.lax.stop_gradient(slope) * (value - jax.lax.stop_gradient(value))
+
+        tangent = (
+            (x - jax.lax.stop_gradient(x))
+            - moved(a, dx_da)
+            - moved(self.p0, dx_dp0)
+            - moved(self.q0, dx_dq0)
         )
         return theta + tangent / jax.lax.stop_gradient(dx_dtheta)
 

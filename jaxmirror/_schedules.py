@@ -14,6 +14,7 @@ maps over it.
 import abc
 import dataclasses
 from collections.abc import Callable
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -56,6 +57,11 @@ class AbstractSchedule(eqx.Module):
                 f"`{type(self).__name__}`: an empty batch of schedules (batch shape "
                 f"{batch}); give at least one configuration."
             )
+
+    always_switches_off: ClassVar[bool] = False
+    r"""Whether $a_\infty$ is finite for every valid (finite) value of the parameters:
+    then the limit after a switch-off is predicted for traced parameters too (under
+    `jax.grad`), where the values cannot be inspected."""
 
     @abc.abstractmethod
     def __call__(self, t: RealScalarLike) -> Float[Array, "..."]:
@@ -168,6 +174,8 @@ class SwitchOff(AbstractSchedule):
 
     $a_t = -\alpha \min(t, t_{off})$ and $a_\infty = -\alpha\, t_{off}$.
     """
+
+    always_switches_off: ClassVar[bool] = True
 
     alpha: Float[Array, "..."]
     t_off: Float[Array, "..."]
@@ -389,6 +397,8 @@ class PiecewiseSwitchOff(AbstractSchedule):
     - `raw`: the $K$ unconstrained parameters $r_i$.
     - `learn_boundaries`: if False (default), gradients do not flow into `boundaries`.
     """
+
+    always_switches_off: ClassVar[bool] = True
 
     boundaries: Float[Array, "... pieces"]
     raw: Float[Array, "... pieces"]

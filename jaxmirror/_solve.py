@@ -12,7 +12,8 @@ from jaxtyping import Array, Bool, Float, Int, PyTree
 from ._arguments import check_count, check_inputs, check_t1, check_tolerance
 from ._checking import as_float_array, call_checked, is_concrete, validated
 from ._convergence import distance_to_limit, is_converged, precise
-from ._formulations import AbstractFormulation, as_formulation
+from ._formulations import AbstractFormulation, as_formulation, ParameterFormulation
+from ._formulations._legendre_args import check_legendre
 from ._status import Status, status_code, with_precision
 from ._tolerances import MAX_ATOL, MAX_RTOL, precision_tolerances, roundoff_rtol
 
@@ -342,6 +343,8 @@ def solve(
 def initial_state(formulation, problem, pair, schedule, w0):
     """`formulation.init(problem, pair, schedule, w0)`, its checks raising now
     (`_checking.call_checked`: one compiled program when every check holds)."""
+    if not isinstance(formulation, ParameterFormulation):
+        check_legendre(pair, w0)
     return call_checked(formulation.init, problem, pair, schedule, w0)
 
 

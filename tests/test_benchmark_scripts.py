@@ -74,3 +74,8 @@ def test_first_call_benchmark_small():
     for row in rows:
         first, again = float(row[2].split()[0]), float(row[3].split()[0])
         assert first > again and int(row[4].rstrip(" |")) >= 1
+
+
+def test_user_pair_benchmark_small():
+    out = _run("user_pair.py", "--n", "12", "--d", "4", "--repeat", "1")
+    assert "user copy (flows)" in out and "| mirror |" in out

@@ -1,11 +1,13 @@
 """The arguments shared by the formulations built on a closed-form Legendre function."""
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._legendre import AbstractLegendre
-from .._pairs import AbstractClosedFormPair
+from .._checking import is_concrete
+from .._pairs import AbstractClosedFormPair, AbstractSeparablePair
 from .._schedules import AbstractSchedule
 
 
@@ -42,3 +44,16 @@ def closed_form_reason(pair) -> str | None:
         f"`AbstractClosedFormPair`); {type(pair).__name__} has none. Use "
         "formulation='parameter'."
     )
+
+
+def check_legendre(pair, w0) -> None:
+    """Refuse now, before any solve, a separable pair whose brackets do not close
+    (`AbstractSeparablePair.closure_problem`; for a batch of initialisations, on its
+    first). Inside compiled code the check cannot run: the entry points call this
+    eagerly."""
+    if not isinstance(pair, AbstractSeparablePair) or not is_concrete(w0):
+        return
+    first = jax.tree_util.tree_map(lambda leaf: leaf.reshape(-1, leaf.shape[-1])[0], w0)
+    reason = pair.closure_problem(first)
+    if reason is not None:
+        raise ValueError(reason)

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 from .._batch import Batch, ceil_power_of_two, first_device_mesh, pad, shard_over
 from .._formulations import AbstractFormulation, RowSpaceFormulation
 from .._gd_step import is_finite
-from .._pairs import AbstractClosedFormPair
+from .._pairs import AbstractClosedFormPair, AbstractSeparablePair
 from .._problems import AbstractLeastSquares
 from .._solve import default_controller, SolverOptions
 from .._status import status_code
@@ -102,7 +102,9 @@ class FlowKernel(AbstractKernel):
                 f"{'a stack of ' if self.stacked else ''}"
                 f"{type(self.problem).__name__}"
             )
-        if not isinstance(self.pair, AbstractClosedFormPair):
+        if not isinstance(self.pair, AbstractClosedFormPair) or isinstance(
+            self.pair, AbstractSeparablePair
+        ):
             return (
                 "the kernel runs the closed-form (diagonal) pairs, not "
                 f"{type(self.pair).__name__}"

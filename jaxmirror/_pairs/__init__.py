@@ -16,6 +16,10 @@ from ._matrix import (
     SymmetricFactorization as SymmetricFactorization,
 )
 from ._power_difference import PowerDifference as PowerDifference
+from ._separable import (
+    AbstractSeparablePair as AbstractSeparablePair,
+    BracketReport as BracketReport,
+)
 from ._square import Square as Square
 
 

@@ -33,6 +33,7 @@ from .._formulations import (
     ParameterFormulation,
     RowSpaceFormulation,
 )
+from .._formulations._legendre_args import check_legendre
 from .._implicit_bias import prediction_regime
 from .._kernels import (
     AbstractBackend,
@@ -117,6 +118,8 @@ def make_plan(problem, pair, schedules, w0, t1, batch: Batch, options: SweepOpti
     strategy = _strategy(
         requested_strategy, backend, formulation, pair, solving, threaded
     )
+    if not isinstance(formulation, ParameterFormulation):
+        check_legendre(pair, w0)
     sizes = _sizes(formulation, one_problem, pair, one_schedule, one_w0)
     unit, max_chunk = _chunking(options.chunk_size, batch.size, sizes)
     regime, predict, note = _prediction(problem, pair, schedules, w0, batch, options)
