@@ -46,8 +46,9 @@ def auto_formulation(
     order = _NEAR_ROUNDOFF if near_roundoff else _PREFERENCE
     if isinstance(pair, AbstractSeparablePair):
         # Its Legendre function is an ODE solve per evaluation: a user's copy of
-        # Hadamard (n = 8, t1 = 20) took 5 ms in the parameter formulation, 125 ms
-        # (row space), 206 ms (dual), 589 ms (mirror) (benchmarks/RESULTS.md).
+        # Hadamard ((d, n) = (3, 8), t1 = 20) took 5 ms in the parameter formulation,
+        # 384 ms (row space), 388 ms (dual), 2,744 ms (mirror) (benchmarks/RESULTS.md,
+        # benchmarks/user_pair.py).
         order = (ParameterFormulation,)
     if precision is not None and isinstance(pair, AbstractClosedFormPair):
         if pair.dual_amplification(*precision) > AMPLIFICATION:
