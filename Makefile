@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test docs notebooks bench lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,20 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -n 2 -q
 
+$(VENV)/.docs: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e ".[docs]"
+	touch $@
+
+# The documentation site (site/), warnings as errors; its generated pages first.
+docs: $(VENV)/.docs
+	$(BIN)/python -m jaxmirror._docs_reference
+	$(BIN)/python -m jaxmirror._config_reference > docs/configuration.md
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# Re-execute every notebook from its paired script and store it with its outputs.
+notebooks: $(VENV)/.installed
+	$(BIN)/python scripts/execute_notebooks.py
+
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/core.py
 
@@ -25,4 +39,4 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 clean:
-	rm -rf $(VENV) demo.png
+	rm -rf $(VENV) demo.png site

@@ -27,6 +27,7 @@ from ._formulations import (
     ParameterFormulation as ParameterFormulation,
     RowSpaceFormulation as RowSpaceFormulation,
 )
+from ._flow_legendre import FlowLegendre as FlowLegendre
 from ._implicit_bias import implicit_bias as implicit_bias
 from ._legendre import (
     AbstractLegendre as AbstractLegendre,

@@ -334,10 +334,12 @@ class FlowLegendre(AbstractLegendre):
     cancels_in_theta: ClassVar[bool] = False
 
     @property
-    def _tolerances(self):
+    def tolerances(self) -> tuple[float, float, int]:
+        """`(rtol, atol, max_steps)` of the orbits."""
         return (self.rtol, self.atol, self.max_steps)
 
-    def _a(self, a):
+    def times(self, a):
+        """The Legendre time `a` (scalar or per coordinate) as one value per coordinate."""
         return jnp.broadcast_to(jnp.asarray(a, self.w0.dtype), self.w0.shape[:1])
 
     def _call(self, function, value, a):
@@ -345,9 +347,9 @@ class FlowLegendre(AbstractLegendre):
             self.w0,
             self.kappa,
             value,
-            self._a(a),
+            self.times(a),
             fields=self.fields,
-            tolerances=self._tolerances,
+            tolerances=self.tolerances,
         )
 
     def time_scale(self, a):
@@ -368,14 +370,14 @@ class FlowLegendre(AbstractLegendre):
     def hessian_diag(self, x, a):
         r"""$\nabla^2 R_a(x)_{ii} = \partial\tau_i/\partial x_i = e^{\kappa a}/|X(z_i)|^2$
         at the point $z_i$ of the orbit where $\gamma = x_i$."""
-        a = self._a(a)
-        w_a = descend(self.fields, self.w0, a, self._tolerances)["z"]
+        a = self.times(a)
+        w_a = descend(self.fields, self.w0, a, self.tolerances)["z"]
         end = orbit(
-            self.fields, w_a, x - self.fields.g(w_a), self._tolerances, by_level=True
+            self.fields, w_a, x - self.fields.g(w_a), self.tolerances, by_level=True
         )
         X = self.fields.X(end["z"])
         return jnp.exp(self.kappa * a) / jnp.sum(X * X, axis=-1)
 
     def start(self, a):
         r"""$w_a = \Phi^Y_a(w_0)$, stacked `(n, p)`: where $\tau = 0$ lies at time a."""
-        return descend(self.fields, self.w0, self._a(a), self._tolerances)["z"]
+        return descend(self.fields, self.w0, self.times(a), self.tolerances)["z"]

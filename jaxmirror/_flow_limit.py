@@ -149,11 +149,11 @@ def flow_constrained_limit(legendre, theta0, a, Z, y, tol, max_iter):
         legendre.w0,
         legendre.kappa,
         theta0,
-        legendre._a(a),
+        legendre.times(a),
         Z,
         y,
         fields=legendre.fields,
-        tolerances=legendre._tolerances,
+        tolerances=legendre.tolerances,
         tol=tol,
         max_iter=max_iter,
     )

@@ -136,16 +136,27 @@ def plot(results, path):
     plt.close(fig)
 
 
+def parser() -> argparse.ArgumentParser:
+    """The demo's options."""
+    parser = argparse.ArgumentParser(
+        prog="jaxmirror demo", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--out", default="demo.png", help="where to save the figure")
+    parser.add_argument(
+        "--alpha", type=float, default=0.1, help="weight decay before the switch-off"
+    )
+    parser.add_argument(
+        "--t-off", type=float, default=50.0, help="the switch-off time"
+    )
+    return parser
+
+
 def main(argv=None):
     # An entry point: float64 for checks against closed forms, and compiled programs
     # kept across runs (jaxmirror/_cache.py).
     jax.config.update("jax_enable_x64", True)
     jm.enable_compilation_cache()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="demo.png", help="where to save the figure")
-    parser.add_argument("--alpha", type=float, default=0.1)
-    parser.add_argument("--t-off", type=float, default=50.0)
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     start = time.perf_counter()
     results = run(alpha=args.alpha, t_off=args.t_off)
     print("Sparse recovery, Hadamard pair (n=100, d=40, 5-sparse, m0=1, w0=0)")

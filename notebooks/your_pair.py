@@ -35,10 +35,13 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 
 import jaxmirror as jm
+from jaxmirror.experiments import default_scale
 
 
 jm.enable_compilation_cache()
-print("backend:", jax.default_backend())
+scale = default_scale()  # "full" on an accelerator, "small" on a CPU, "tiny" in tests
+n, d = {"tiny": (12, 6), "small": (40, 16), "full": (400, 160)}[scale]
+print("backend:", jax.default_backend(), "| scale:", scale, f"| (d, n) = ({d}, {n})")
 
 
 # %%
@@ -64,7 +67,6 @@ class ThreeFactor(jm.AbstractSeparablePair):
 # $\kappa = -c = 1$.
 
 # %%
-n, d = 40, 16
 problem, x_star = jm.datasets.sparse_regression(n=n, d=d, sparsity=3, seed=1)
 pair = ThreeFactor()
 w0 = pair.init(jnp.zeros(n), scale=0.5)

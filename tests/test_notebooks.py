@@ -127,3 +127,33 @@ def test_notebooks_import_no_private_module():
 def _code_cells(path):
     notebook = nbformat.read(path, as_version=4)
     return [cell.source for cell in notebook.cells if cell.cell_type == "code"]
+
+
+def _execute_module():
+    import importlib.util
+
+    path = pathlib.Path(__file__).parents[1] / "scripts" / "execute_notebooks.py"
+    spec = importlib.util.spec_from_file_location("execute_notebooks", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_stored_outputs_come_from_the_current_source(path):
+    """A notebook stored with outputs carries the hash of the source it was executed
+    from (`make notebooks`), and that source is its paired script's."""
+    import jupytext
+
+    execute = _execute_module()
+    notebook = nbformat.read(path, as_version=4)
+    script = jupytext.read(path.with_suffix(".py"))
+    assert [c.source for c in notebook.cells] == [c.source for c in script.cells]
+    has_outputs = any(
+        cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"
+    )
+    if has_outputs or path.stem in TEACHING - {"quickstart"}:
+        recorded = notebook.metadata.get("jaxmirror", {}).get("source_sha256")
+        assert recorded == execute.source_hash(notebook), (
+            f"{path.name}'s outputs are stale: make notebooks"
+        )
