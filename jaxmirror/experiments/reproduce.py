@@ -11,6 +11,7 @@ EXPERIMENTS = {
     "sparse": ("jaxmirror.experiments.sparse", {}),
     "generalization": ("jaxmirror.experiments.generalization", {}),
     "matrix": ("jaxmirror.experiments.matrix", {}),
+    "matrix_generalization": ("jaxmirror.experiments.matrix_generalization", {}),
     "attention": ("jaxmirror.experiments.models", {"names": ("attention",)}),
     "lora": ("jaxmirror.experiments.models", {"names": ("lora",)}),
     "vit": ("jaxmirror.experiments.vit", {}),
