@@ -14,6 +14,7 @@ EXPERIMENTS = {
     "matrix_generalization": ("jaxmirror.experiments.matrix_generalization", {}),
     "attention": ("jaxmirror.experiments.models", {"names": ("attention",)}),
     "lora": ("jaxmirror.experiments.models", {"names": ("lora",)}),
+    "models_generalization": ("jaxmirror.experiments.models_generalization", {}),
     "vit": ("jaxmirror.experiments.vit", {}),
     "range": ("jaxmirror.experiments.effects", {"name": "range"}),
     "positional": ("jaxmirror.experiments.effects", {"name": "positional"}),
