@@ -18,9 +18,9 @@ import argparse
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _common import git_revision, machine, markdown_table, min_time, stamp
 
 import jaxmirror as jm
-from _common import git_revision, machine, markdown_table, min_time, stamp
 
 
 class UserHadamard(jm.AbstractSeparablePair):
@@ -49,17 +49,28 @@ def bias_rows(d, n, repeat):
     w0 = jm.Hadamard().init(jnp.zeros(n), 0.1)
     schedule = jm.SwitchOff(1.0, 2.0)
     rows, answers, times = [], {}, {}
-    for name, pair in (("jm.Hadamard (closed form)", jm.Hadamard()), ("user copy (flows)", UserHadamard())):
+    for name, pair in (
+        ("jm.Hadamard (closed form)", jm.Hadamard()),
+        ("user copy (flows)", UserHadamard()),
+    ):
         eager = lambda pair=pair: jm.implicit_bias(problem, pair, schedule, w0)  # noqa: E731
         jitted = jax.jit(lambda s, pair=pair: jm.implicit_bias(problem, pair, s, w0))
         answers[name] = eager()
         jitted(schedule)
-        times[name] = (min_time(eager, repeat), min_time(lambda: jitted(schedule), repeat))
+        times[name] = (
+            min_time(eager, repeat),
+            min_time(lambda: jitted(schedule), repeat),
+        )
     base = times["jm.Hadamard (closed form)"]
     for name, (eager_s, jit_s) in times.items():
         rows.append(
-            [name, f"{eager_s * 1e3:.2f} ms", f"{eager_s / base[0]:.1f}x",
-             f"{jit_s * 1e3:.2f} ms", f"{jit_s / base[1]:.1f}x"]
+            [
+                name,
+                f"{eager_s * 1e3:.2f} ms",
+                f"{eager_s / base[0]:.1f}x",
+                f"{jit_s * 1e3:.2f} ms",
+                f"{jit_s / base[1]:.1f}x",
+            ]
         )
     values = list(answers.values())
     return rows, float(jnp.max(jnp.abs(values[0] - values[1])))
@@ -67,16 +78,24 @@ def bias_rows(d, n, repeat):
 
 def solve_rows(repeat):
     problem = _problem(3, 8)
-    w0 = jm.Hadamard().init(jnp.asarray(0.05 * np.random.default_rng(0).standard_normal(8)), 0.5)
+    w0 = jm.Hadamard().init(
+        jnp.asarray(0.05 * np.random.default_rng(0).standard_normal(8)), 0.5
+    )
     schedule = jm.SwitchOff(0.5, 2.0)
-    reference = jm.solve(problem, jm.Hadamard(), schedule, w0, t1=20.0, formulation="parameter")
+    reference = jm.solve(
+        problem, jm.Hadamard(), schedule, w0, t1=20.0, formulation="parameter"
+    )
     rows = []
     for formulation in ("parameter", "rowspace", "dual", "mirror"):
-        call = lambda f=formulation: jm.solve(  # noqa: E731
-            problem, UserHadamard(), schedule, w0, t1=20.0, formulation=f
-        ).x_final
+        call = lambda f=formulation: (
+            jm.solve(  # noqa: E731
+                problem, UserHadamard(), schedule, w0, t1=20.0, formulation=f
+            ).x_final
+        )
         difference = float(jnp.max(jnp.abs(call() - reference.x_final)))
-        rows.append([formulation, f"{min_time(call, repeat) * 1e3:.1f} ms", f"{difference:.1e}"])
+        rows.append(
+            [formulation, f"{min_time(call, repeat) * 1e3:.1f} ms", f"{difference:.1e}"]
+        )
     return rows
 
 
@@ -94,7 +113,12 @@ def main():
     print(markdown_table(["pair", "call", "ratio", "under jax.jit", "ratio"], rows))
     print(f"\nlargest |x difference| between the two: {difference:.1e}")
     print("\njm.solve of the user's copy, (d, n) = (3, 8), t1 = 20, per formulation:\n")
-    print(markdown_table(["formulation", "time", "max |x - parameter flow of jm.Hadamard|"], solve_rows(args.repeat)))
+    print(
+        markdown_table(
+            ["formulation", "time", "max |x - parameter flow of jm.Hadamard|"],
+            solve_rows(args.repeat),
+        )
+    )
 
 
 if __name__ == "__main__":

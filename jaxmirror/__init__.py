@@ -20,6 +20,7 @@ from ._effects import (
     positional_bias_centre as positional_bias_centre,
     type_of_bias as type_of_bias,
 )
+from ._flow_legendre import FlowLegendre as FlowLegendre
 from ._formulations import (
     AbstractFormulation as AbstractFormulation,
     DualFormulation as DualFormulation,
@@ -27,7 +28,6 @@ from ._formulations import (
     ParameterFormulation as ParameterFormulation,
     RowSpaceFormulation as RowSpaceFormulation,
 )
-from ._flow_legendre import FlowLegendre as FlowLegendre
 from ._implicit_bias import implicit_bias as implicit_bias
 from ._legendre import (
     AbstractLegendre as AbstractLegendre,

@@ -16,36 +16,77 @@ from . import cli, demo
 
 SECTIONS = {
     "Simulate and predict": [
-        "solve", "Solution", "Status", "implicit_bias", "BiasStatus",
-        "positional_bias_centre", "type_of_bias", "phase_diagram",
+        "solve",
+        "Solution",
+        "Status",
+        "implicit_bias",
+        "BiasStatus",
+        "positional_bias_centre",
+        "type_of_bias",
+        "phase_diagram",
     ],
     "Pairs": [
-        "AbstractPair", "AbstractClosedFormPair", "AbstractSeparablePair",
-        "BracketReport", "AbstractPenalisedPair", "AbstractClockOnlyPair",
-        "AbstractMirrorDescentPair", "AbstractMatrixPair", "Hadamard", "DiffSquares",
-        "Square", "PowerDifference", "LogDifference", "MatrixFactorization",
-        "SymmetricFactorization", "CommutingReduction", "lie_brackets", "LieBrackets",
+        "AbstractPair",
+        "AbstractClosedFormPair",
+        "AbstractSeparablePair",
+        "BracketReport",
+        "AbstractPenalisedPair",
+        "AbstractClockOnlyPair",
+        "AbstractMirrorDescentPair",
+        "AbstractMatrixPair",
+        "Hadamard",
+        "DiffSquares",
+        "Square",
+        "PowerDifference",
+        "LogDifference",
+        "MatrixFactorization",
+        "SymmetricFactorization",
+        "CommutingReduction",
+        "lie_brackets",
+        "LieBrackets",
     ],
     "Legendre functions": [
-        "AbstractLegendre", "HyperbolicEntropy", "ShiftedEntropy", "PowerEntropy",
-        "LogisticEntropy", "FlowLegendre",
+        "AbstractLegendre",
+        "HyperbolicEntropy",
+        "ShiftedEntropy",
+        "PowerEntropy",
+        "LogisticEntropy",
+        "FlowLegendre",
     ],
     "Problems": [
-        "AbstractProblem", "AbstractLinearProblem", "LeastSquares", "Logistic",
-        "MatrixSensing", "Problem",
+        "AbstractProblem",
+        "AbstractLinearProblem",
+        "LeastSquares",
+        "Logistic",
+        "MatrixSensing",
+        "Problem",
     ],
     "Schedules": [
-        "AbstractSchedule", "Constant", "SwitchOff", "PiecewiseConstant",
-        "PiecewiseSwitchOff", "LinearDecay", "Cosine", "ExponentialDecay",
+        "AbstractSchedule",
+        "Constant",
+        "SwitchOff",
+        "PiecewiseConstant",
+        "PiecewiseSwitchOff",
+        "LinearDecay",
+        "Cosine",
+        "ExponentialDecay",
     ],
     "Formulations": [
-        "AbstractFormulation", "ParameterFormulation", "MirrorFormulation",
-        "DualFormulation", "RowSpaceFormulation",
+        "AbstractFormulation",
+        "ParameterFormulation",
+        "MirrorFormulation",
+        "DualFormulation",
+        "RowSpaceFormulation",
     ],
     "Sweeps": ["sweep", "grid", "use_all_cores", "enable_compilation_cache"],
     "Discrete training": [
-        "train", "TrainResult", "make_optimizer", "compare_to_flow", "FlowComparison",
-        "mirror_descent_step", "discrete_implicit_bias",
+        "train",
+        "TrainResult",
+        "make_optimizer",
+        "compare_to_flow",
+        "FlowComparison",
+        "mirror_descent_step",
+        "discrete_implicit_bias",
     ],
     "Learning a schedule": ["optimize_schedule", "ScheduleOptimization"],
     "Modules": ["datasets", "models", "conventions"],
@@ -55,9 +96,14 @@ SECTIONS = {
 
 def public_names() -> list[str]:
     return sorted(
-        name for name in dir(jaxmirror) if not name.startswith("_") and name != "cli"
-        and not (isinstance(getattr(jaxmirror, name), types.ModuleType)
-                 and name not in SECTIONS["Modules"])
+        name
+        for name in dir(jaxmirror)
+        if not name.startswith("_")
+        and name != "cli"
+        and not (
+            isinstance(getattr(jaxmirror, name), types.ModuleType)
+            and name not in SECTIONS["Modules"]
+        )
     )
 
 

@@ -137,7 +137,9 @@ def descend(fields, w0, a, tolerances, jacobian=False):
     \partial w_0$ of shape `(n, p, p)` if asked; NaN where the solve failed."""
     state = {"z": w0}
     if jacobian:
-        state["K"] = jnp.broadcast_to(jnp.eye(w0.shape[-1], dtype=w0.dtype), w0.shape + w0.shape[-1:])
+        state["K"] = jnp.broadcast_to(
+            jnp.eye(w0.shape[-1], dtype=w0.dtype), w0.shape + w0.shape[-1:]
+        )
 
     def field(s, state, args):
         z = state["z"]
@@ -151,7 +153,9 @@ def descend(fields, w0, a, tolerances, jacobian=False):
 
 
 @eqx.filter_jit
-def orbit(fields, z0, length, tolerances, *, by_level=False, jacobian=False, integrals=False):
+def orbit(
+    fields, z0, length, tolerances, *, by_level=False, jacobian=False, integrals=False
+):
     r"""Move each coordinate along X from `z0` (shape `(n, p)`).
 
     - `by_level=False`: for the flow time `length` ($\sigma$, shape `(n,)`);
@@ -239,7 +243,11 @@ def _mirror_map_jvp(primals, tangents, *, fields, tolerances):
     dw0, _, dx, da = (_zeros_if_none(t, p) for t, p in zip(tangents, primals))
     start = descend(fields, w0, a, tolerances, jacobian=True)
     end = orbit(
-        fields, start["z"], x - fields.g(start["z"]), tolerances, by_level=True,
+        fields,
+        start["z"],
+        x - fields.g(start["z"]),
+        tolerances,
+        by_level=True,
         jacobian=True,
     )
     grow = jnp.exp(kappa * a)
@@ -255,11 +263,14 @@ def _mirror_map_jvp(primals, tangents, *, fields, tolerances):
 def _conjugate_terms(fields, w0, kappa, theta, a, tolerances, by_level):
     """The orbit with its integrals, from $w_a$, by flow time or by level."""
     start = descend(fields, w0, a, tolerances, jacobian=True)
-    length = (
-        theta - fields.g(start["z"]) if by_level else theta * jnp.exp(-kappa * a)
-    )
+    length = theta - fields.g(start["z"]) if by_level else theta * jnp.exp(-kappa * a)
     end = orbit(
-        fields, start["z"], length, tolerances, by_level=by_level, jacobian=True,
+        fields,
+        start["z"],
+        length,
+        tolerances,
+        by_level=by_level,
+        jacobian=True,
         integrals=True,
     )
     grow = jnp.exp(kappa * a)
@@ -293,7 +304,9 @@ def _conjugate_value_jvp(primals, tangents, *, fields, tolerances):
 @eqx.filter_custom_jvp
 def legendre_value(w0, kappa, x, a, *, fields, tolerances):
     r"""$R_a(x) = \langle\tau, x\rangle - R^*_a(\tau)$ at $\tau = \nabla R_a(x)$."""
-    end, grow, _, _ = _conjugate_terms(fields, w0, kappa, x, a, tolerances, by_level=True)
+    end, grow, _, _ = _conjugate_terms(
+        fields, w0, kappa, x, a, tolerances, by_level=True
+    )
     return jnp.sum(grow * (end["sigma"] * x - end["Ig"]))
 
 

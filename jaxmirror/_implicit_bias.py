@@ -25,9 +25,9 @@ from jaxtyping import Array, Float, Int
 
 from ._arguments import check_bias_options, check_inputs
 from ._checking import float_dtype, is_concrete
-from ._formulations._legendre_args import legendre_args
 from ._flow_legendre import FlowLegendre
 from ._flow_limit import flow_constrained_limit
+from ._formulations._legendre_args import legendre_args
 from ._linear import ridged_solve
 from ._pairs import (
     AbstractClockOnlyPair,

@@ -145,9 +145,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--alpha", type=float, default=0.1, help="weight decay before the switch-off"
     )
-    parser.add_argument(
-        "--t-off", type=float, default=50.0, help="the switch-off time"
-    )
+    parser.add_argument("--t-off", type=float, default=50.0, help="the switch-off time")
     return parser
 
 

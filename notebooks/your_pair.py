@@ -86,7 +86,10 @@ x_inf = jm.implicit_bias(problem, pair, schedule, w0)
 sol = jm.solve(problem, pair, schedule, w0, t1=100_000.0, solver=diffrax.Kvaerno5())
 print("status:", jm.Status(int(sol.status)).name)
 print("|x(T) - predicted| =", float(jnp.max(jnp.abs(sol.x_final - x_inf))))
-print("the flow's own estimate of its distance to the limit:", float(sol.distance_to_limit))
+print(
+    "the flow's own estimate of its distance to the limit:",
+    float(sol.distance_to_limit),
+)
 print("recovery error |x_inf - x*| =", float(jnp.linalg.norm(x_inf - x_star)))
 
 # %% [markdown]
@@ -103,9 +106,7 @@ grid = jnp.linspace(-1.0, 1.0, 81)
 fig, ax = plt.subplots(figsize=(6, 4))
 for a in (0.0, -0.5, -1.0, -2.0):
     # R_a of the first coordinate: the others held at their starting point 0.
-    values = jax.vmap(
-        lambda t, a=a: legendre.value(jnp.zeros(n).at[0].set(t), a)
-    )(grid)
+    values = jax.vmap(lambda t, a=a: legendre.value(jnp.zeros(n).at[0].set(t), a))(grid)
     ax.plot(grid, values - values.min(), label=f"a = {a}")
 ax.set_xlabel("$x_1$")
 ax.set_ylabel("$R_a(x) - \\min$")

@@ -24,15 +24,22 @@ NOTEBOOKS = pathlib.Path(__file__).resolve().parents[1] / "notebooks"
 
 def source_hash(notebook) -> str:
     """SHA-256 of the cells' types and sources, in order (outputs excluded)."""
-    text = "\n\x00\n".join(f"{cell.cell_type}\n{cell.source}" for cell in notebook.cells)
+    text = "\n\x00\n".join(
+        f"{cell.cell_type}\n{cell.source}" for cell in notebook.cells
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 def execute(script: pathlib.Path) -> pathlib.Path:
     notebook = jupytext.read(script)
-    notebook.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
+    notebook.metadata.setdefault(
+        "kernelspec",
+        {"name": "python3", "display_name": "Python 3", "language": "python"},
+    )
     NotebookClient(
-        notebook, timeout=1800, kernel_name="python3",
+        notebook,
+        timeout=1800,
+        kernel_name="python3",
         resources={"metadata": {"path": str(script.parent)}},
     ).execute()
     notebook.metadata["jaxmirror"] = {"source_sha256": source_hash(notebook)}

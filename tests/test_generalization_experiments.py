@@ -16,8 +16,12 @@ def test_tiny_run_and_report(tmp_path):
         assert np.all(np.isfinite(r["held_out"])) and np.all(r["held_out"] >= 0)
     text, figures = matrix_generalization.report(results, tmp_path)
     expected = verdict(
-        paired_interval(schedules["switch-off"]["held_out"], schedules["never"]["held_out"]),
-        paired_interval(schedules["switch-off"]["held_out"], schedules["always"]["held_out"]),
+        paired_interval(
+            schedules["switch-off"]["held_out"], schedules["never"]["held_out"]
+        ),
+        paired_interval(
+            schedules["switch-off"]["held_out"], schedules["always"]["held_out"]
+        ),
     )
     assert results["verdict"] == expected and expected in text
     assert all(path.exists() for path in figures)

@@ -134,9 +134,17 @@ POSITIVE_X0 = jnp.asarray(0.2 + RNG.random(N))
 # (user pair, closed-form pair, w0, the Legendre times a, points x, duals theta)
 CASES = {
     "hadamard": (UserHadamard(), jm.Hadamard(), jm.Hadamard().init(X0, 0.6)),
-    "diff_squares": (UserDiffSquares(), jm.DiffSquares(), jm.DiffSquares().init(X0, 0.6)),
+    "diff_squares": (
+        UserDiffSquares(),
+        jm.DiffSquares(),
+        jm.DiffSquares().init(X0, 0.6),
+    ),
     "square": (UserSquare(), jm.Square(), jm.Square().init(POSITIVE_X0, None)),
-    "power3_l2": (UserPower(3, False), jm.PowerDifference(3), jm.PowerDifference(3).init(X0, 0.8)),
+    "power3_l2": (
+        UserPower(3, False),
+        jm.PowerDifference(3),
+        jm.PowerDifference(3).init(X0, 0.8),
+    ),
     "power4_matched": (
         UserPower(4, True),
         jm.PowerDifference(4, "matched"),
@@ -150,7 +158,9 @@ def _points(name, closed, theta0, a):
     """Points x inside the domain of R_a, and duals theta, for one case."""
     rng = np.random.default_rng(3)
     if name == "square":
-        return jnp.asarray(0.1 + rng.random(N)), jnp.asarray(0.3 * rng.standard_normal(N))
+        return jnp.asarray(0.1 + rng.random(N)), jnp.asarray(
+            0.3 * rng.standard_normal(N)
+        )
     x = jnp.asarray(0.5 * rng.standard_normal(N))
     # Duals near theta0's image of the points: inside every closed form's domain.
     theta = closed.grad(x * 0.8, a) - theta0
@@ -244,7 +254,9 @@ def test_user_implicit_bias_equals_closed_form(name):
         problem, w0 = _sensing(n, positive=True), pair.init(jnp.full(n, 0.05), None)
     else:
         problem = _sensing(n)
-        scale = {"hadamard": 0.1, "diff_squares": 0.1, "log_difference": 0.5}.get(name, 0.5)
+        scale = {"hadamard": 0.1, "diff_squares": 0.1, "log_difference": 0.5}.get(
+            name, 0.5
+        )
         w0 = pair.init(jnp.asarray(0.05 * RNG.standard_normal(n)), scale)
     schedule = jm.SwitchOff(0.5, 2.0)
     got = jm.implicit_bias(problem, user, schedule, w0)
@@ -334,7 +346,9 @@ def test_limit_of_pairs_without_closed_form(pair, w0, kappa):
     difference."""
     rng = np.random.default_rng(4)
     Z = rng.standard_normal((3, 6))
-    problem = jm.LeastSquares(jnp.asarray(Z), jnp.asarray(Z @ np.array([0.4, -0.3, 0, 0, 0, 0])))
+    problem = jm.LeastSquares(
+        jnp.asarray(Z), jnp.asarray(Z @ np.array([0.4, -0.3, 0, 0, 0, 0]))
+    )
     assert abs(pair.brackets(w0).kappa - kappa) < 1e-12
     alpha, t_off = 0.3, 2.0
     predicted = jm.implicit_bias(problem, pair, jm.SwitchOff(alpha, t_off), w0)
@@ -355,7 +369,9 @@ def test_non_closing_pair_is_refused_naming_the_brackets():
     pair = NotClosing()
     problem = _sensing(8)
     w0 = pair.init(jnp.asarray(0.05 * RNG.standard_normal(8)), 0.5)
-    with pytest.raises(ValueError, match=r"Lie brackets do not close.*grad g_i, grad h"):
+    with pytest.raises(
+        ValueError, match=r"Lie brackets do not close.*grad g_i, grad h"
+    ):
         jm.implicit_bias(problem, pair, jm.SwitchOff(0.5, 2.0), w0)
     with pytest.raises(ValueError, match="Lie brackets do not close"):
         jm.solve(problem, pair, jm.SwitchOff(0.5, 2.0), w0, t1=1.0, formulation="dual")

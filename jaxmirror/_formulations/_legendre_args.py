@@ -5,8 +5,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._legendre import AbstractLegendre
 from .._checking import is_concrete
+from .._legendre import AbstractLegendre
 from .._pairs import AbstractClosedFormPair, AbstractSeparablePair
 from .._schedules import AbstractSchedule
 

@@ -39,9 +39,7 @@ REPORTED_SEED = 1000
 RECOVERED = 0.05
 
 SIZES = {
-    "tiny": dict(
-        n=5, d=20, rank=1, test_rows=50, tuning_seeds=2, seeds=3, t1=200.0
-    ),
+    "tiny": dict(n=5, d=20, rank=1, test_rows=50, tuning_seeds=2, seeds=3, t1=200.0),
     "small": dict(
         n=10, d=60, rank=2, test_rows=200, tuning_seeds=8, seeds=32, t1=1000.0
     ),
@@ -188,7 +186,10 @@ def _plot(never, always, out):
     intervals = (never, always)
     estimate = np.array([i.estimate for i in intervals])
     spread = np.array(
-        [[i.estimate - i.low for i in intervals], [i.high - i.estimate for i in intervals]]
+        [
+            [i.estimate - i.low for i in intervals],
+            [i.high - i.estimate for i in intervals],
+        ]
     )
     ax.errorbar(range(2), estimate, yerr=spread, fmt="o", capsize=4)
     ax.axhline(0.0, color="k", lw=0.8, ls=":")

@@ -47,15 +47,27 @@ RECOVERED = 0.05
 SIZES = {
     "tiny": dict(
         steps={"attention": 600, "lora": 600},
-        tuning_seeds=2, seeds=3, sequences=2, length=2, samples=6,
+        tuning_seeds=2,
+        seeds=3,
+        sequences=2,
+        length=2,
+        samples=6,
     ),
     "small": dict(
         steps={"attention": 20000, "lora": 30000},
-        tuning_seeds=8, seeds=32, sequences=2, length=2, samples=6,
+        tuning_seeds=8,
+        seeds=32,
+        sequences=2,
+        length=2,
+        samples=6,
     ),
     "full": dict(
         steps={"attention": 80000, "lora": 120000},
-        tuning_seeds=16, seeds=64, sequences=2, length=2, samples=6,
+        tuning_seeds=16,
+        seeds=64,
+        sequences=2,
+        length=2,
+        samples=6,
     ),
 }
 
@@ -110,7 +122,13 @@ def _measures(name, cfg, seeds):
 
         def final(schedule, problem=problem, pair=pair, w0=w0):
             return jm.train(
-                problem, pair, schedule, w0, lr=lr, steps=steps, save_every=steps,
+                problem,
+                pair,
+                schedule,
+                w0,
+                lr=lr,
+                steps=steps,
+                save_every=steps,
             ).x_final
 
         xs = np.asarray(jax.vmap(final)(schedules))
@@ -187,7 +205,14 @@ def report(results, out):
                 ]
             )
         text += table(
-            ["schedule", "setting", "held-out loss", "relative error", "rank", "recovered"],
+            [
+                "schedule",
+                "setting",
+                "held-out loss",
+                "relative error",
+                "rank",
+                "recovered",
+            ],
             rows,
         )
         text += "\n\n"
