@@ -1,5 +1,6 @@
-"""The README's Python blocks run, as written, one after the other, in a fresh
-directory (so its examples cannot rot)."""
+"""The README's Python blocks run, as written, one after the other, followed by those
+of the API tour (docs/tour.md, which continues the README's example), in a fresh
+directory (so their examples cannot rot)."""
 
 import pathlib
 import re
@@ -8,6 +9,7 @@ import sys
 
 
 README = pathlib.Path(__file__).parents[1] / "README.md"
+TOUR = pathlib.Path(__file__).parents[1] / "docs" / "tour.md"
 
 
 def python_blocks(text: str) -> list[str]:
@@ -16,7 +18,8 @@ def python_blocks(text: str) -> list[str]:
 
 def test_readme_python_blocks_run(tmp_path):
     blocks = python_blocks(README.read_text())
-    assert len(blocks) >= 2
+    assert len(blocks) >= 1
+    blocks += python_blocks(TOUR.read_text())
     script = tmp_path / "readme.py"
     script.write_text("\n\n".join(blocks))
     result = subprocess.run(
