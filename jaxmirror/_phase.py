@@ -84,9 +84,9 @@ def phase_diagram(
 
     Returns the matplotlib figure (saved to `path` if given).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
+    # pyplot with the backend the session chose (inline in a notebook; matplotlib
+    # falls back to Agg where there is no display): forcing Agg here would turn off
+    # a notebook's inline figures for the rest of the session.
     import matplotlib.pyplot as plt
 
     for name in (x, y, variable, "status"):
