@@ -10,7 +10,7 @@ against `jm.Hadamard` (closed form), in one run:
    choosing the parameter formulation for these pairs).
 
     python benchmarks/user_pair.py
-    python benchmarks/user_pair.py --n 20 --d 8 --repeat 1   # a smoke test
+    python benchmarks/user_pair.py --n 20 --d 8 --repeat 1 --formulations parameter,dual
 """
 
 import argparse
@@ -76,7 +76,7 @@ def bias_rows(d, n, repeat):
     return rows, float(jnp.max(jnp.abs(values[0] - values[1])))
 
 
-def solve_rows(repeat):
+def solve_rows(repeat, formulations):
     problem = _problem(3, 8)
     w0 = jm.Hadamard().init(
         jnp.asarray(0.05 * np.random.default_rng(0).standard_normal(8)), 0.5
@@ -86,7 +86,7 @@ def solve_rows(repeat):
         problem, jm.Hadamard(), schedule, w0, t1=20.0, formulation="parameter"
     )
     rows = []
-    for formulation in ("parameter", "rowspace", "dual", "mirror"):
+    for formulation in formulations:
         call = lambda f=formulation: (
             jm.solve(  # noqa: E731
                 problem, UserHadamard(), schedule, w0, t1=20.0, formulation=f
@@ -104,6 +104,11 @@ def main():
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--d", type=int, default=40)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--formulations",
+        default="parameter,rowspace,dual,mirror",
+        help="comma-separated formulations for the solve table",
+    )
     args = parser.parse_args()
     jax.config.update("jax_enable_x64", True)
     jm.enable_compilation_cache()
@@ -116,7 +121,7 @@ def main():
     print(
         markdown_table(
             ["formulation", "time", "max |x - parameter flow of jm.Hadamard|"],
-            solve_rows(args.repeat),
+            solve_rows(args.repeat, args.formulations.split(",")),
         )
     )
 

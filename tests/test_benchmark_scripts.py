@@ -77,5 +77,15 @@ def test_first_call_benchmark_small():
 
 
 def test_user_pair_benchmark_small():
-    out = _run("user_pair.py", "--n", "12", "--d", "4", "--repeat", "1")
-    assert "user copy (flows)" in out and "| mirror |" in out
+    out = _run(
+        "user_pair.py",
+        "--n",
+        "12",
+        "--d",
+        "4",
+        "--repeat",
+        "1",
+        "--formulations",
+        "parameter,dual",
+    )
+    assert "user copy (flows)" in out and "| dual |" in out

@@ -423,7 +423,7 @@ def test_sweep_of_a_user_pair():
     np.testing.assert_allclose(user["x_final"], closed["x_final"], rtol=0, atol=1e-5)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(
     x=hnp.arrays(np.float64, N, elements=st.floats(-3.0, 3.0)),
     a=st.floats(-3.0, 0.0),
