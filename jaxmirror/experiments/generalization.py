@@ -28,14 +28,14 @@ import numpy as np
 import jaxmirror as jm
 
 from ._common import figure, log, save_figure, table
-from ._statistics import paired_interval, verdict, wilson_interval
+from ._held_out import choose, summary_row
+from ._statistics import paired_interval, verdict
 
 
 ALWAYS_ALPHAS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
 SWITCH_OFF_A = (-1.0, -2.0, -4.0, -6.0, -8.0, -10.0)
 SWITCH_OFF_ALPHA = 0.1
 REPORTED_SEED = 1000
-RECOVERED = 0.05  # relative error below which the truth counts as recovered
 PAIRS = {"Hadamard": jm.Hadamard, "DiffSquares": jm.DiffSquares}
 
 SIZES = {
@@ -125,36 +125,17 @@ def run(scale: str = "small"):
         _, held, relative = _errors(cfg, pair, reported)
         results[name] = {}
         for horizon in held:  # settings chosen per horizon, on the tuning seeds
-            chosen = {}
-            for i, (kind, setting, _, _) in enumerate(candidates):
-                score = tune_held[horizon][i].mean()
-                if kind not in chosen or score < chosen[kind][2]:
-                    chosen[kind] = (i, setting, score)
+            chosen = choose(candidates, tune_held[horizon])
             results[name][horizon] = {
                 kind: dict(
                     setting=setting,
                     held_out=held[horizon][i],
                     relative_error=relative[horizon][i],
                 )
-                for kind, (i, setting, _) in chosen.items()
+                for kind, (i, setting) in chosen.items()
             }
         log(f"generalization: {name} done")
     return results
-
-
-def _rows(pair_results, seeds):
-    rows = []
-    for kind, r in pair_results.items():
-        recovered = int(np.sum(r["relative_error"] < RECOVERED))
-        rows.append(
-            [
-                kind,
-                r["setting"],
-                f"{r['held_out'].mean():.3g} ± {r['held_out'].std(ddof=1):.2g}",
-                f"{recovered}/{seeds}: {wilson_interval(recovered, seeds)}",
-            ]
-        )
-    return rows
 
 
 def report(results, out):
@@ -174,9 +155,9 @@ def report(results, out):
     for name in PAIRS:
         for horizon, r in results[name].items():
             text += f"### {name}, {horizon}\n\n"
-            rows = _rows(r, seeds)
+            rows = [summary_row(k, v, seeds) for k, v in r.items()]
             text += table(
-                ["schedule", "setting", "held-out MSE", "recovered (95% interval)"],
+                ["schedule", "setting", "held-out MSE", "relative error", "recovered"],
                 rows,
             )
             text += "\n\n"

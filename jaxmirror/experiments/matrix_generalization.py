@@ -28,7 +28,8 @@ import numpy as np
 import jaxmirror as jm
 
 from ._common import figure, log, save_figure, table
-from ._statistics import paired_interval, verdict, wilson_interval
+from ._held_out import choose, summary_row
+from ._statistics import paired_interval, verdict
 
 
 ALWAYS_ALPHAS = (0.001, 0.003, 0.01, 0.03, 0.1)
@@ -36,7 +37,6 @@ SWITCH_OFF_A = (-5.0, -10.0, -20.0, -40.0, -80.0)
 SWITCH_OFF_ALPHA = 0.2
 INIT_SCALE = 0.1
 REPORTED_SEED = 1000
-RECOVERED = 0.05
 
 SIZES = {
     "tiny": dict(n=5, d=20, rank=1, test_rows=50, tuning_seeds=2, seeds=3, t1=200.0),
@@ -115,11 +115,7 @@ def run(scale: str = "small"):
     candidates, tune_held, _, _ = _measures(cfg, tuning)
     log("matrix generalization: tuning seeds done")
     _, held, relative, rank = _measures(cfg, reported)
-    chosen = {}
-    for i, (kind, setting, _, _) in enumerate(candidates):
-        score = tune_held[i].mean()
-        if kind not in chosen or score < chosen[kind][2]:
-            chosen[kind] = (i, setting, score)
+    chosen = choose(candidates, tune_held)
     return {
         "scale": scale,
         "cfg": cfg,
@@ -132,7 +128,7 @@ def run(scale: str = "small"):
                 relative_error=relative[i],
                 rank=rank[i],
             )
-            for kind, (i, setting, _) in chosen.items()
+            for kind, (i, setting) in chosen.items()
         },
     }
 
@@ -151,19 +147,7 @@ def report(results, out):
         f"seeds ({results['reported'][0]}..{results['reported'][-1]}). Intervals: 95% "
         "(paired Student-t for differences, Wilson for recovery).\n\n"
     )
-    rows = []
-    for kind, r in results["schedules"].items():
-        recovered = int(np.sum(r["relative_error"] < RECOVERED))
-        rows.append(
-            [
-                kind,
-                r["setting"],
-                f"{r['held_out'].mean():.3g} ± {r['held_out'].std(ddof=1):.2g}",
-                f"{r['relative_error'].mean():.3g} ± {r['relative_error'].std(ddof=1):.2g}",
-                f"{r['rank'].mean():.1f}",
-                f"{recovered}/{seeds}: {wilson_interval(recovered, seeds)}",
-            ]
-        )
+    rows = [summary_row(k, r, seeds) for k, r in results["schedules"].items()]
     text += table(
         ["schedule", "setting", "held-out MSE", "relative error", "rank", "recovered"],
         rows,

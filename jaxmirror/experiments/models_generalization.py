@@ -33,7 +33,8 @@ import jaxmirror as jm
 from jaxmirror.models import attention_task, lora_task
 
 from ._common import figure, log, save_figure, table
-from ._statistics import paired_interval, verdict, wilson_interval
+from ._held_out import choose, summary_row
+from ._statistics import paired_interval, verdict
 
 
 ALWAYS_ALPHAS = (0.003, 0.01, 0.03, 0.1)
@@ -42,7 +43,6 @@ SWITCH_OFF_ALPHA = 0.05
 INIT_SCALE = 1.0
 LEARNING_RATES = {"attention": 0.05, "lora": 0.02}
 REPORTED_SEED = 1000
-RECOVERED = 0.05
 
 SIZES = {
     "tiny": dict(
@@ -149,11 +149,7 @@ def run(scale: str = "small", names=("attention", "lora")):
     for name in names:
         candidates, tune_held, _, _ = _measures(name, cfg, tuning)
         _, held, relative, rank = _measures(name, cfg, reported)
-        chosen = {}
-        for i, (kind, setting, _, _) in enumerate(candidates):
-            score = tune_held[i].mean()
-            if kind not in chosen or score < chosen[kind][2]:
-                chosen[kind] = (i, setting, score)
+        chosen = choose(candidates, tune_held)
         results[name] = {
             kind: dict(
                 setting=setting,
@@ -161,7 +157,7 @@ def run(scale: str = "small", names=("attention", "lora")):
                 relative_error=relative[i],
                 rank=rank[i],
             )
-            for kind, (i, setting, _) in chosen.items()
+            for kind, (i, setting) in chosen.items()
         }
         log(f"models generalization: {name} done")
     return results
@@ -191,19 +187,7 @@ def report(results, out):
         if name not in results:
             continue
         text += f"### {_task_line(name, cfg)}\n\n"
-        rows = []
-        for kind, r in results[name].items():
-            recovered = int(np.sum(r["relative_error"] < RECOVERED))
-            rows.append(
-                [
-                    kind,
-                    r["setting"],
-                    f"{r['held_out'].mean():.3g} ± {r['held_out'].std(ddof=1):.2g}",
-                    f"{r['relative_error'].mean():.3g} ± {r['relative_error'].std(ddof=1):.2g}",
-                    f"{r['rank'].mean():.1f}",
-                    f"{recovered}/{seeds}: {wilson_interval(recovered, seeds)}",
-                ]
-            )
+        rows = [summary_row(k, r, seeds) for k, r in results[name].items()]
         text += table(
             [
                 "schedule",
