@@ -20,7 +20,7 @@ NOTEBOOKS = sorted(
 )
 
 
-TEACHING = {"quickstart", "your_pair", "sweeps", "discrete"}
+TEACHING = {"quickstart", "your_pair", "sweeps", "discrete", "learn_schedule"}
 """Notebooks that teach the API itself (the others wrap an experiment of
 `jaxmirror reproduce`, and write its report)."""
 
