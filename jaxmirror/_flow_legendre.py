@@ -195,8 +195,12 @@ def orbit(
     return jax.tree_util.tree_map(lambda v: jnp.where(ok, v, jnp.nan), end)
 
 
-def _zeros_if_none(tangent, primal):
-    return jnp.zeros_like(primal) if tangent is None else tangent
+def dense_tangents(primals, tangents):
+    """The tangents of a `filter_custom_jvp` rule, with zeros where none was given."""
+    return tuple(
+        jnp.zeros_like(primal) if tangent is None else tangent
+        for primal, tangent in zip(primals, tangents)
+    )
 
 
 def _matvec(matrix, vector):
@@ -215,7 +219,7 @@ def flow_map(w0, kappa, theta, a, *, fields, tolerances):
 @flow_map.def_jvp
 def _flow_map_jvp(primals, tangents, *, fields, tolerances):
     w0, kappa, theta, a = primals
-    dw0, _, dtheta, da = (_zeros_if_none(t, p) for t, p in zip(tangents, primals))
+    dw0, _, dtheta, da = dense_tangents(primals, tangents)
     start = descend(fields, w0, a, tolerances, jacobian=True)
     shrink = jnp.exp(-kappa * a)
     sigma = theta * shrink
@@ -229,18 +233,24 @@ def _flow_map_jvp(primals, tangents, *, fields, tolerances):
     return fields.g(z), jnp.sum(X * dz, axis=-1)
 
 
+def to_level(fields, w0, x, a, tolerances, integrals=False):
+    r"""The orbit from $w_a$ followed by level until $\gamma = x$ (no Jacobians)."""
+    w_a = descend(fields, w0, a, tolerances)["z"]
+    return orbit(
+        fields, w_a, x - fields.g(w_a), tolerances, by_level=True, integrals=integrals
+    )
+
+
 @eqx.filter_custom_jvp
 def mirror_map(w0, kappa, x, a, *, fields, tolerances):
     r"""$\tau = \nabla R_a(x)$: the orbit followed by level from $w_a$ to x."""
-    w_a = descend(fields, w0, a, tolerances)["z"]
-    end = orbit(fields, w_a, x - fields.g(w_a), tolerances, by_level=True)
-    return end["sigma"] * jnp.exp(kappa * a)
+    return to_level(fields, w0, x, a, tolerances)["sigma"] * jnp.exp(kappa * a)
 
 
 @mirror_map.def_jvp
 def _mirror_map_jvp(primals, tangents, *, fields, tolerances):
     w0, kappa, x, a = primals
-    dw0, _, dx, da = (_zeros_if_none(t, p) for t, p in zip(tangents, primals))
+    dw0, _, dx, da = dense_tangents(primals, tangents)
     start = descend(fields, w0, a, tolerances, jacobian=True)
     end = orbit(
         fields,
@@ -292,7 +302,7 @@ def conjugate_value(w0, kappa, theta, a, *, fields, tolerances):
 @conjugate_value.def_jvp
 def _conjugate_value_jvp(primals, tangents, *, fields, tolerances):
     w0, kappa, theta, a = primals
-    dw0, _, dtheta, da = (_zeros_if_none(t, p) for t, p in zip(tangents, primals))
+    dw0, _, dtheta, da = dense_tangents(primals, tangents)
     end, grow, partial_a, partial_w = _conjugate_terms(
         fields, w0, kappa, theta, a, tolerances, by_level=False
     )
@@ -304,16 +314,14 @@ def _conjugate_value_jvp(primals, tangents, *, fields, tolerances):
 @eqx.filter_custom_jvp
 def legendre_value(w0, kappa, x, a, *, fields, tolerances):
     r"""$R_a(x) = \langle\tau, x\rangle - R^*_a(\tau)$ at $\tau = \nabla R_a(x)$."""
-    end, grow, _, _ = _conjugate_terms(
-        fields, w0, kappa, x, a, tolerances, by_level=True
-    )
-    return jnp.sum(grow * (end["sigma"] * x - end["Ig"]))
+    end = to_level(fields, w0, x, a, tolerances, integrals=True)
+    return jnp.sum(jnp.exp(kappa * a) * (end["sigma"] * x - end["Ig"]))
 
 
 @legendre_value.def_jvp
 def _legendre_value_jvp(primals, tangents, *, fields, tolerances):
     w0, kappa, x, a = primals
-    dw0, _, dx, da = (_zeros_if_none(t, p) for t, p in zip(tangents, primals))
+    dw0, _, dx, da = dense_tangents(primals, tangents)
     end, grow, partial_a, partial_w = _conjugate_terms(
         fields, w0, kappa, x, a, tolerances, by_level=True
     )
@@ -384,13 +392,6 @@ class FlowLegendre(AbstractLegendre):
         r"""$\nabla^2 R_a(x)_{ii} = \partial\tau_i/\partial x_i = e^{\kappa a}/|X(z_i)|^2$
         at the point $z_i$ of the orbit where $\gamma = x_i$."""
         a = self.times(a)
-        w_a = descend(self.fields, self.w0, a, self.tolerances)["z"]
-        end = orbit(
-            self.fields, w_a, x - self.fields.g(w_a), self.tolerances, by_level=True
-        )
+        end = to_level(self.fields, self.w0, x, a, self.tolerances)
         X = self.fields.X(end["z"])
         return jnp.exp(self.kappa * a) / jnp.sum(X * X, axis=-1)
-
-    def start(self, a):
-        r"""$w_a = \Phi^Y_a(w_0)$, stacked `(n, p)`: where $\tau = 0$ lies at time a."""
-        return descend(self.fields, self.w0, self.times(a), self.tolerances)["z"]

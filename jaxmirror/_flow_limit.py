@@ -20,7 +20,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ._flow_legendre import descend, flow_map, orbit
+from ._flow_legendre import dense_tangents, descend, flow_map, orbit
 from ._linear import ridged_solve
 from ._status import BiasStatus
 
@@ -120,9 +120,7 @@ def _limit(w0, kappa, theta0, a, Z, y, *, fields, tolerances, tol, max_iter):
 @_limit.def_jvp
 def _limit_jvp(primals, tangents, *, fields, tolerances, tol, max_iter):
     w0, kappa, theta0, a, Z, y = primals
-    dw0, _, dtheta0, da, dZ, dy = (
-        jnp.zeros_like(p) if t is None else t for t, p in zip(tangents, primals)
-    )
+    dw0, _, dtheta0, da, dZ, dy = dense_tangents(primals, tangents)
     lam, z, status = _newton(
         fields, w0, kappa, theta0, a, Z, y, tolerances, tol, max_iter
     )
