@@ -5,10 +5,13 @@ Each round runs one fresh Python process per source tree (this one, and with
 `--against PATH` another checkout, alternating, so that the machine's drift reaches
 both). A process imports jaxmirror and xarray (so that the result's library is not
 counted), then times, each twice: `jm.sweep` with default options at (d, n) = (40, 100),
-K = 512 (Hadamard, SwitchOff grid, T = 200), and one `jm.solve` of another shape
+K = 512 (Hadamard, SwitchOff grid, T = 200); a second sweep of a new shape ((30, 80),
+K = 256: what every new shape of a notebook pays, once the process's own first-use
+costs, such as JAX's LAPACK set-up, are paid); and one `jm.solve` of another shape
 ((20, 60), T = 200). It counts the programs JAX prepares during each first call (each
-is traced, lowered and loaded from the cache or compiled). Round 0 fills the cache and
-is not reported.
+is traced, lowered and loaded from the cache or compiled), and reports each first call
+over the same call repeated, per process (the median of the ratios). Round 0 fills
+the cache and is not reported.
 
     python benchmarks/first_call.py                         # this tree, 5 rounds
     python benchmarks/first_call.py --against /tmp/old-tree # side by side with another
@@ -48,8 +51,13 @@ pair = jm.Hadamard()
 w0 = pair.init(np.zeros(100))
 other, _ = jm.datasets.sparse_regression(n=60, d=20, sparsity=3, seed=1)
 w_other = pair.init(np.zeros(60))
+second, _ = jm.datasets.sparse_regression(n=80, d=30, sparsity=4, seed=2)
+w_second = pair.init(np.zeros(80))
+half = jm.SwitchOff(grid["alpha"][: K // 2], grid["t_off"][: K // 2])
 calls = {
     "sweep": lambda: jm.sweep(problem, pair, schedules, w0, 200.0, progress=False),
+    "sweep_new_shape": lambda: jm.sweep(second, pair, half, w_second, 200.0,
+                                        progress=False),
     "solve": lambda: jax.block_until_ready(
         jm.solve(other, pair, jm.SwitchOff(0.05, 50.0), w_other, t1=200.0).x_final),
 }
@@ -102,8 +110,9 @@ def main():
     print(f"Machine: {machine()}")
     print(
         f"Fresh processes, {args.rounds} rounds (medians, range in brackets); "
-        f"jm.sweep at (40, 100), K = {args.configs}, default options; jm.solve at "
-        "(20, 60); float64\n"
+        f"jm.sweep at (40, 100), K = {args.configs}, default options, then a sweep "
+        f"of a new shape, (30, 80), K = {args.configs // 2}; jm.solve at (20, 60); "
+        "float64\n"
     )
 
     def cell(values, digits=2):
@@ -113,15 +122,23 @@ def main():
             f"[{values.min():.{digits}f}-{values.max():.{digits}f}]"
         )
 
+    labels = {
+        "sweep": "jm.sweep, the process's first",
+        "sweep_new_shape": "jm.sweep, a second new shape",
+        "solve": "jm.solve",
+    }
     rows = []
     for name, results in runs.items():
-        for call in ("sweep", "solve"):
+        for call, label in labels.items():
+            first = np.array([r[f"{call}_first"] for r in results])
+            again = np.array([r[f"{call}_again"] for r in results])
             rows.append(
                 [
                     name,
-                    f"jm.{call}",
-                    cell([r[f"{call}_first"] for r in results]),
-                    cell([r[f"{call}_again"] for r in results], 3),
+                    label,
+                    cell(first),
+                    cell(again, 3),
+                    cell(first / again) + "x",
                     f"{int(np.median([r[f'{call}_programs'] for r in results]))}",
                 ]
             )
@@ -132,6 +149,7 @@ def main():
                 "call",
                 "first call (s)",
                 "the same call again (s)",
+                "first / again, per process",
                 "programs prepared in the first call",
             ],
             rows,

@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ._programs import stored_program
+
 
 @dataclasses.dataclass(frozen=True)
 class Batch:
@@ -90,7 +92,7 @@ def pad(tree, batched: bool, size: int):
     return jax.tree_util.tree_map(pad_leaf, tree)
 
 
-@eqx.filter_jit
+@stored_program
 def rows(tree, index):
     """Rows `index` of every array of `tree` (one program for the whole tree: op by
     op, each leaf's indexing would compile several small programs per shape)."""

@@ -15,7 +15,9 @@ cache would decide for every other library in the process. The entry points call
 the notebooks' first cell); in your own scripts and notebooks, call it once after
 import. It changes no result: a cached program is the program that would be
 compiled. Every program is stored, the small eager ones too (together they take
-seconds to compile, milliseconds to load).
+seconds to compile, milliseconds to load). With the cache on, the programs of
+`jm.sweep`, `jm.solve` and `jm.implicit_bias` are also kept traced, so that a new
+process need not trace them again (`_programs.py`).
 
 **Not before jaxlib 0.6.1.** jaxlib 0.5.3 and 0.6.0 load some cached CPU programs
 wrongly: a `jm.solve` loaded from the cache returned after 0 steps with `MAX_STEPS`

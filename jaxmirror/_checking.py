@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
+from ._programs import stored_program, tracing_switch
+
 
 def float_dtype():
     """The default floating dtype: float64 under ``jax_enable_x64``, else float32."""
@@ -66,7 +68,9 @@ def is_concrete(*xs) -> bool:
     return not any(isinstance(leaf, jax.core.Tracer) for leaf in leaves)
 
 
-_VALIDATED = contextvars.ContextVar("jaxmirror_validated", default=False)
+_VALIDATED = tracing_switch(
+    contextvars.ContextVar("jaxmirror_validated", default=False)
+)
 
 
 @contextlib.contextmanager
@@ -144,7 +148,7 @@ def call_checked(fn: Callable, *args, in_axes=None, mapped_failure: str = ""):
         raise ValueError(f"{mapped_failure}{runtime_message(error)}") from None
 
 
-@eqx.filter_jit
+@stored_program
 def _flagged_call(fn, in_axes, args):
     checked = flagged(fn)
     if in_axes is None:

@@ -36,6 +36,7 @@ from ._pairs import (
     AbstractPenalisedPair,
 )
 from ._problems import AbstractLeastSquares, AbstractLinearProblem, MatrixSensing
+from ._programs import stored_program
 from ._status import BiasStatus
 
 
@@ -494,14 +495,14 @@ def _matrix_limit(problem, pair, schedule, w0, regime, tol, max_iter):
     return _penalised_jit(problem, pair, schedule, pair.g(w0), tol, max_iter)
 
 
-@eqx.filter_jit
+@stored_program
 def _penalised_jit(problem, pair, schedule, x0, tol, max_iter):
     iters = 200_000 if max_iter is None else max_iter
     alpha = schedule.alpha_inf()
     return _penalised_limit(problem, pair, alpha, x0.shape[0], x0.dtype, tol, iters)
 
 
-@eqx.filter_jit
+@stored_program
 def _implicit_bias(
     problem, pair, schedule, x0, args, tol, max_iter, regime, x_guess=None
 ):

@@ -14,6 +14,7 @@ from ._checking import as_float_array, call_checked, is_concrete, validated
 from ._convergence import distance_to_limit, is_converged, precise
 from ._formulations import AbstractFormulation, as_formulation, ParameterFormulation
 from ._formulations._legendre_args import check_legendre
+from ._programs import stored_program
 from ._status import Status, status_code, with_precision
 from ._tolerances import MAX_ATOL, MAX_RTOL, precision_tolerances, roundoff_rtol
 
@@ -348,7 +349,7 @@ def initial_state(formulation, problem, pair, schedule, w0):
     return call_checked(formulation.init, problem, pair, schedule, w0)
 
 
-@eqx.filter_jit
+@stored_program
 def _solve(formulation, problem, y0, args, jump_ts, t1, saveat, options) -> Solution:
     return integrate(formulation, problem, y0, args, jump_ts, t1, saveat, options)[0]
 

@@ -61,8 +61,10 @@ def test_a_second_process_compiles_nothing(tmp_path):
     first = _run_sweep_process(tmp_path / "xla")
     assert first["misses"] > 0 and any((tmp_path / "xla").iterdir())
     second = _run_sweep_process(tmp_path / "xla")
-    assert second["misses"] == 0
-    assert second["hits"] >= first["misses"]
+    assert second["misses"] == 0 and second["hits"] > 0
+    # The second process may prepare fewer programs than the first: it runs the
+    # stored programs (`_programs.py`) and the results decided by tracing, which the
+    # first one traced (and, for a few small eager steps, compiled).
     np.testing.assert_array_equal(second["x"], first["x"])
     # A solve loaded from the cache takes the steps it took when compiled (jaxlib
     # 0.5.3 and 0.6.0 loaded it wrongly: 0 steps).

@@ -40,4 +40,6 @@ def test_every_page_is_in_the_navigation():
     on_disk = {
         str(path.relative_to(ROOT / "docs")) for path in (ROOT / "docs").rglob("*.md")
     }
+    # Every notebook is a page too (docs/notebooks links to notebooks/).
+    on_disk |= {f"notebooks/{p.name}" for p in (ROOT / "notebooks").glob("*.ipynb")}
     assert in_nav == on_disk

@@ -50,6 +50,7 @@ from .._memory import (
 )
 from .._pairs import AbstractClosedFormPair, AbstractMatrixPair
 from .._problems import AbstractLinearProblem
+from .._programs import stored_program, stored_result
 from .._solve import solver_options, SolverOptions, state_dtype
 from .._tolerances import precision_tolerances
 from ._chunks import MAX_CHUNK
@@ -154,7 +155,13 @@ def _precision(pair, schedules, w0, t1):
     the others have no dual coordinate to lose precision in)."""
     if not isinstance(pair, AbstractClosedFormPair):
         return None
-    return w0, float(np.min(np.asarray(schedules.a(t1))))
+    return w0, float(np.min(np.asarray(_legendre_times(schedules, t1))))
+
+
+@stored_program
+def _legendre_times(schedules, t1):
+    """`schedules.a(t1)` as one program (eagerly, each operation is one)."""
+    return schedules.a(t1)
 
 
 def _strategy(requested, backend, formulation, pair, solving, threaded):
@@ -193,6 +200,7 @@ def _prefers_shared_step(formulation, threads: int, pair) -> bool:
     return threads == 1 or isinstance(pair, AbstractMatrixPair)
 
 
+@stored_result
 def _sizes(formulation, problem, pair, schedule, w0) -> tuple[int, int, int, int]:
     """`(state, n, d, itemsize)` of one configuration's flow, from shapes alone."""
     state, _ = shapes_of(formulation.init, problem, pair, schedule, w0)

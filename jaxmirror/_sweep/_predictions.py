@@ -14,13 +14,14 @@ from .._batch import Batch, stack
 from .._formulations._legendre_args import legendre_args
 from .._implicit_bias import _implicit_bias
 from .._pairs._matrix import lift_diagonal
+from .._programs import stored_program
 from .._solve import final_convergence
 
 
 _CONVERGENCE_BATCH = 256
 
 
-@eqx.filter_jit
+@stored_program
 def convergence(formulation, problem, final, status, t1, options, batch):
     """`(status, converged, distance_to_limit)` per configuration, from the final
     states (`jm.Solution`'s rule: a success whose state lost precision becomes
@@ -40,7 +41,7 @@ def convergence(formulation, problem, final, status, t1, options, batch):
     return jax.lax.map(one, (dynamic, status), batch_size=size)
 
 
-@eqx.filter_jit
+@stored_program
 def predict(problem, pair, schedules, w0, tol, regime, batch, x_flow):
     """`jm.implicit_bias` per configuration, each started from where its flow ended
     (`x_flow`; a failed solve's non-finite end starts from 0): the same limit to the
@@ -109,7 +110,7 @@ def predict_commuting(problem, pair, schedules, w0, tol, batch, x_flow):
     return jax.vmap(lift_diagonal, in_axes=in_axes)(left, right, z), status
 
 
-@eqx.filter_jit
+@stored_program
 def losses(problem, xs, batch):
     """f(x) per configuration."""
     return eqx.filter_vmap(

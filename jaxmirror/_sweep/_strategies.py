@@ -34,6 +34,7 @@ import numpy as np
 from .._arguments import check_choice
 from .._batch import Batch, shard_over
 from .._kernels import solve_flow_chunk
+from .._programs import stored_program
 from .._solve import integrate, state_dtype
 from .._status import status_code
 from ._threads import host_parts, map_parts
@@ -130,7 +131,7 @@ def _max_rms_norm(y):
     return jnp.sqrt(jnp.max(total / count))
 
 
-@eqx.filter_jit
+@stored_program
 def _solve_batched(
     formulation, problem, pair, schedules, w0, jump_ts, t1, options, batch
 ):
@@ -195,7 +196,7 @@ def _vmapped_solves(formulation, problem, pair, schedules, w0, t1, options, batc
     return eqx.filter_vmap(single, in_axes=in_axes)(problem, schedules, w0)
 
 
-@eqx.filter_jit
+@stored_program
 def _solve_vmap(formulation, problem, pair, schedules, w0, t1, options, batch, mesh):
     """Independent solves (`_vmapped_solves`) of a chunk sharded over `mesh`.
 

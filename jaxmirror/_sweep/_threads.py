@@ -47,6 +47,7 @@ import jax.numpy as jnp
 from jax.extend import core as jax_core
 
 from .._checking import validated
+from .._programs import stored_program, stored_result
 
 
 def available_cores() -> int:
@@ -135,7 +136,7 @@ def map_parts(solve_part, size: int, parts: int):
     return _concatenate(results)
 
 
-@eqx.filter_jit
+@stored_program
 def _concatenate(results):
     """The parts' results joined along their leading axes, in one program."""
     return jax.tree_util.tree_map(
@@ -219,6 +220,7 @@ def _primitives(jaxpr, found: set) -> set:
     return found
 
 
+@stored_result
 def splits_over_cores(formulation, problem, pair, schedule, w0, options) -> bool:
     """Whether a sweep's independent solves may run in host threads (module
     docstring): an explicit Runge-Kutta solver, and no LAPACK call or host callback
