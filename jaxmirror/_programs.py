@@ -22,6 +22,10 @@ calls it (XLA's compilation then comes from the compilation cache).
   Equinox modules, functions and classes *defined in jaxmirror or the libraries
   above* (their code is in the key), field by field.
 
+Module-level constants are not in the key (their module's source is): a program
+traced after a constant of jaxmirror was changed at run time would be stored under the
+unchanged key. Change the source instead, or turn stored programs off.
+
 Anything else makes the call run traced, as `eqx.filter_jit` would: a class or
 function of the user's (its code is not in the key), a closure, an object without a
 canonical description, an argument traced by an outer transformation, an array
@@ -335,16 +339,21 @@ def _trusted(thing) -> str:
     return f"{module}.{getattr(thing, '__qualname__', thing)}"
 
 
-def _describe(obj):
-    """A canonical, process-independent description of `obj` (module docstring)."""
+def _describe(obj, static: bool = False):
+    """A canonical, process-independent description of `obj` (module docstring).
+
+    `static`: inside a static field of an Equinox module, where an array is part of
+    the program (a constant), not one of its inputs: described by its values."""
     if isinstance(obj, jax.core.Tracer):
         raise _Untrusted("traced by an outer transformation")
     if isinstance(obj, jax.Array):
         if len(obj.sharding.device_set) > 1:
             raise _Untrusted("spread over several devices")
+        if static:
+            return _values(np.asarray(obj))
         return ("array", obj.shape, str(obj.dtype), bool(obj.weak_type))
     if isinstance(obj, np.ndarray):
-        return ("array", obj.shape, str(obj.dtype), False)
+        return _values(obj) if static else ("array", obj.shape, str(obj.dtype), False)
     if isinstance(obj, jax.ShapeDtypeStruct):
         return ("shape", obj.shape, str(obj.dtype), bool(obj.weak_type))
     if obj is None or isinstance(obj, (bool, int, float, complex, str, bytes)):
@@ -361,9 +370,11 @@ def _describe(obj):
         return ("mesh", obj.axis_names)
     if isinstance(obj, (tuple, list)):
         kind = type(obj) if type(obj) in (tuple, list) else _trusted(type(obj))
-        return (str(kind), tuple(_describe(item) for item in obj))
+        return (str(kind), tuple(_describe(item, static) for item in obj))
     if isinstance(obj, dict):
-        items = sorted((repr(_describe(k)), _describe(v)) for k, v in obj.items())
+        items = sorted(
+            (repr(_describe(k, True)), _describe(v, static)) for k, v in obj.items()
+        )
         return ("dict", tuple(items))
     if isinstance(obj, type):
         return ("class", _trusted(obj))
@@ -375,10 +386,21 @@ def _describe(obj):
         return ("builtin", _trusted(obj))
     if dataclasses.is_dataclass(obj):  # Equinox modules
         fields = tuple(
-            (field.name, _describe(getattr(obj, field.name)))
+            (
+                field.name,
+                _describe(
+                    getattr(obj, field.name),
+                    static or bool(field.metadata.get("static", False)),
+                ),
+            )
             for field in dataclasses.fields(obj)
         )
         return ("module", _trusted(type(obj)), fields)
     if callable(obj) and hasattr(obj, "__wrapped__"):  # jax.custom_jvp and the like
-        return ("wrapped", _trusted(type(obj)), _describe(obj.__wrapped__))
+        return ("wrapped", _trusted(type(obj)), _describe(obj.__wrapped__, static))
     raise _Untrusted(type(obj).__qualname__)
+
+
+def _values(array: np.ndarray) -> tuple:
+    digest = hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+    return ("values", array.shape, str(array.dtype), digest)

@@ -217,3 +217,17 @@ def test_stored_outputs_keep_their_types(tmp_path, monkeypatch):
             assert (a.dtype, a.weak_type, a.shape) == (b.dtype, b.weak_type, b.shape)
             np.testing.assert_allclose(a, b, rtol=0, atol=0)
     assert list((tmp_path / "jaxmirror-programs").glob("*.jaxprogram"))
+
+
+def test_arrays_in_static_fields_are_keyed_by_value():
+    """An array held in a static field is a constant of the program, not an input:
+    two values, two keys (an input array is keyed by shape and dtype only)."""
+    a, b = np.arange(3.0), np.arange(3.0) + 1
+    assert _programs._describe(a) == _programs._describe(b)
+    assert _programs._describe(a, static=True) != _programs._describe(b, static=True)
+    assert _programs._describe(jnp.asarray(a), static=True) == _programs._describe(
+        a, static=True
+    )
+    assert _programs._describe((a, {"k": a}), static=True) != _programs._describe(
+        (a, {"k": b}), static=True
+    )
