@@ -100,9 +100,29 @@ def test_device_script_at_its_smoke_size(tmp_path):
     assert summary.count("rc=0") == summary.count("== "), summary
     for name in ("environment", "tests", "sweep_benchmark", "discrete_benchmark"):
         assert (tmp_path / f"{name}.txt").stat().st_size > 0, name
-    assert "jaxmirror sweep" in (tmp_path / "sweep_benchmark.txt").read_text()
-    assert "Pallas kernel" in (tmp_path / "discrete_benchmark.txt").read_text()
+    sweep = (tmp_path / "sweep_benchmark.txt").read_text()
+    assert "jaxmirror sweep (batched, parameter)" in sweep
+    assert "scipy solve_ivp RK45 loop" in sweep and "GEMM peak" in sweep
+    discrete = (tmp_path / "discrete_benchmark.txt").read_text()
+    assert "jaxmirror vmap(train) scan" in discrete and "Python loop" in discrete
+    assert "Pallas kernel" in discrete
+    _check_first_call_table((tmp_path / "first_call.txt").read_text())
     assert (tmp_path / "reproduce" / "range.md").exists()
+
+
+def _check_first_call_table(out: str) -> None:
+    """Fresh processes on a shared cache: a row per call, its first call slower than
+    the same call again (the first traces or loads programs, the second does not)."""
+    rows = [line.split(" | ") for line in out.splitlines() if "| jm." in line]
+    assert [row[1] for row in rows] == [
+        "jm.sweep, the process's first",
+        "jm.sweep, a second new shape",
+        "jm.solve",
+    ], out
+    for row in rows:
+        first, again = float(row[2].split()[0]), float(row[3].split()[0])
+        assert first > again and float(row[4].split()[0]) > 1.0
+        assert int(row[5].rstrip(" |")) >= 1
 
 
 def test_sweep_with_predictions_on_every_core_finishes_and_agrees():

@@ -1,4 +1,6 @@
-"""The benchmark scripts run (tiny presets): the GPU sweep script is tested on the CPU."""
+"""The benchmark scripts run (tiny presets). The sweep, discrete-speed and first-call
+benchmarks run as stages of the GPU device script, whose smoke test checks their
+tables (tests/test_accelerators.py)."""
 
 import pathlib
 import subprocess
@@ -20,30 +22,6 @@ def _run(*args):
     return result.stdout
 
 
-def test_sweep_benchmark_smoke_preset():
-    out = _run("sweep.py", "--preset", "smoke", "--t1", "20")
-    assert "jaxmirror sweep (batched, parameter)" in out
-    assert "scipy solve_ivp RK45 loop" in out
-    assert "GEMM peak" in out
-
-
-def test_discrete_speed_benchmark_small():
-    out = _run(
-        "discrete_speed.py",
-        "--configs",
-        "8",
-        "--steps",
-        "200",
-        "--loop-configs",
-        "1",
-        "--loop-steps",
-        "20",
-        "--dtype",
-        "float64",
-    )
-    assert "jaxmirror vmap(train) scan" in out and "Python loop" in out
-
-
 def test_float32_benchmark_small():
     out = _run("float32.py", "--sizes", "12x30", "--configs", "8", "--once", "")
     rows = [line for line in out.splitlines() if line.startswith("| (12, 30)")]
@@ -63,23 +41,6 @@ def test_default_path_benchmark_small():
     assert "3 configurations spread over the grid" in out
     diff = float(re.search(r"max \|x diff\| ([0-9.e+-]+)", out).group(1))
     assert diff <= 1e-4
-
-
-def test_first_call_benchmark_small():
-    """Fresh processes on a shared cache: a row per call, its first call slower than
-    the same call again (the first traces and loads programs, the second does not)."""
-    out = _run("first_call.py", "--rounds", "1", "--configs", "16")
-    rows = [line.split(" | ") for line in out.splitlines() if "| jm." in line]
-    assert [row[1] for row in rows] == [
-        "jm.sweep, the process's first",
-        "jm.sweep, a second new shape",
-        "jm.solve",
-    ]
-    for row in rows:
-        first, again = float(row[2].split()[0]), float(row[3].split()[0])
-        ratio = float(row[4].split()[0])
-        assert first > again and int(row[5].rstrip(" |")) >= 1
-        assert ratio > 1.0  # the median of per-process ratios, each above 1
 
 
 def test_user_pair_benchmark_small():
