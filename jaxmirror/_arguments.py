@@ -122,13 +122,11 @@ def check_t1(t1):
     t1 = as_float_array(t1, "t1")
     if t1.ndim != 0:
         raise ValueError(f"`t1` must be a scalar, got shape {t1.shape}.")
-    if is_concrete(t1):  # in NumPy: eagerly, each JAX operation is a program
-        value = np.asarray(t1)
-        if not (np.isfinite(value) and value > 0):
-            shown = np.array2string(value, precision=6)
-            raise ValueError(f"`t1` must be finite and > 0, got {shown}.")
-        return t1
-    return check("t1", t1, lambda t: jnp.isfinite(t) & (t > 0), "finite and > 0")
+    # Concrete: in NumPy (eagerly, each JAX operation would compile a program).
+    xnp = np if is_concrete(t1) else jnp
+    return check(
+        "t1", t1, lambda t: xnp.isfinite(t) & (xnp.asarray(t) > 0), "finite and > 0"
+    )
 
 
 def check_tolerance(name: str, value, maximum: float | None = None) -> float:

@@ -104,33 +104,56 @@ def stored_program(fn):
 
 
 def stored_result(fn):
-    """`fn`, whose small result (ints, booleans, tuples of them) depends only on what
-    keys a program (module docstring: the shapes of its array arguments, the values
-    of everything else), kept in this process and beside the stored programs: for
-    decisions made by tracing (`jax.eval_shape`, `jax.make_jaxpr`), which cost as
-    much in every new process as the tracing they do."""
-    known: dict[str, object] = {}
+    """`fn`, whose small result (ints, booleans, tuples of them) depends only on the
+    shapes of its array arguments and the values of everything else, kept in this
+    process and beside the stored programs: for decisions made by tracing
+    (`jax.eval_shape`, `jax.make_jaxpr`), which cost as much in every new process as
+    the tracing they do. Arguments that cannot be keyed across processes (module
+    docstring) are kept in this process only, by the objects themselves."""
+    known: dict = {}
 
     @functools.wraps(fn)
     def call(*args):
+        path = None  # where the result is kept across processes, if it can be
         try:
             key = _key(fn, args)
         except _Untrusted:
-            return fn(*args)
+            key = _local_key(args)
+            if key is None:  # unhashable: decided every time
+                return fn(*args)
+        else:
+            directory = _directory()
+            path = None if directory is None else directory / f"{key}.result"
         if key in known:
             return known[key]
-        directory = _directory()
-        path = None if directory is None else directory / f"{key}.result"
         try:
             value = pickle.loads(path.read_bytes())
         except Exception:  # absent (or no directory): compute it
             value = fn(*args)
             if path is not None:
                 _write(path, value)
-        known[key] = value
+        if len(known) < _KEPT:
+            known[key] = value
         return value
 
     return call
+
+
+def _local_key(args):
+    """`args` with every array replaced by its shape and dtype, if hashable: a key
+    for this process only (a user's class stands in it as itself, not by name)."""
+    is_leaf = lambda x: eqx.is_array(x) or isinstance(x, jax.ShapeDtypeStruct)
+    dynamic, static = eqx.partition(args, is_leaf)
+    shapes = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), dynamic, is_leaf=is_leaf
+    )
+    leaves, structure = jax.tree_util.tree_flatten(shapes)
+    key = ("local", static, structure, tuple(leaves))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 # ------------------------------------------------------------------------ the store

@@ -231,3 +231,22 @@ def test_arrays_in_static_fields_are_keyed_by_value():
     assert _programs._describe((a, {"k": a}), static=True) != _programs._describe(
         (a, {"k": b}), static=True
     )
+
+
+def test_results_for_user_code_are_kept_in_this_process_only(tmp_path, monkeypatch):
+    """A decision about a user's class is kept by the objects themselves (shapes for
+    arrays) in this process, and never written beside the stored programs."""
+    monkeypatch.setattr(_programs, "_directory", lambda: tmp_path)
+    calls = []
+
+    def decide(pair, x):
+        calls.append(pair)
+        return int(x.shape[0])
+
+    kept = _programs.stored_result(decide)
+    assert kept(UsersPair(), jnp.ones(3)) == 3
+    assert kept(UsersPair(), jnp.zeros(3)) == 3  # the same shapes: kept
+    assert kept(UsersPair(), jnp.ones(4)) == 4
+    assert len(calls) == 2 and not list(tmp_path.iterdir())
+    assert kept(jm.Hadamard(), jnp.ones(3)) == 3  # jaxmirror's own: written
+    assert [p.suffix for p in tmp_path.iterdir()] == [".result"]

@@ -241,20 +241,7 @@ def splits_over_cores(formulation, problem, pair, schedule, w0, options) -> bool
     shapes = jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), dynamic, is_leaf=is_leaf
     )
-    try:  # the same flow and shapes decide the same way: trace once per process
-        leaves, structure = jax.tree_util.tree_flatten(shapes)
-        key = (formulation, pair, static, structure, tuple(leaves))
-        return _SPLITS[key]
-    except TypeError:  # an unhashable part (a user's module): trace every time
-        key = None
-    except KeyError:
-        pass
+    # Traced once per process and kept across processes (`stored_result`).
     with validated():  # as the solves run: no checks (host callbacks) inside
         traced = jax.make_jaxpr(lambda d: flow(*eqx.combine(d, static)))(shapes)
-    splits = not (_primitives(traced.jaxpr, set()) & _UNTHREADABLE)
-    if key is not None and len(_SPLITS) < 256:
-        _SPLITS[key] = splits
-    return splits
-
-
-_SPLITS: dict = {}
+    return not (_primitives(traced.jaxpr, set()) & _UNTHREADABLE)
